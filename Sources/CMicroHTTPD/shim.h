@@ -1,0 +1,47 @@
+// Swift cannot call C variadic functions, and libmicrohttpd configures its daemon and reads its state
+// through them; these fixed-argument wrappers are the only C sandboxd needs. Everything else is called from Swift.
+#ifndef CMICROHTTPD_SHIM_H
+#define CMICROHTTPD_SHIM_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include <microhttpd.h>
+
+/// Starts a daemon with the options sandboxd uses (`MHD_start_daemon`).
+/// `address` may be NULL to listen on every address of the family the flags select.
+static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
+    unsigned int flags, uint16_t port, const struct sockaddr *_Nullable address,
+    MHD_AccessHandlerCallback _Nonnull handler, void *_Nullable handlerContext,
+    MHD_RequestCompletedCallback _Nonnull completed, void *_Nullable completedContext,
+    unsigned int threadPoolSize, unsigned int connectionLimit, unsigned int connectionTimeoutSeconds,
+    size_t connectionMemoryLimit) {
+    struct MHD_OptionItem options[] = {
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, completedContext},
+        {MHD_OPTION_THREAD_POOL_SIZE, threadPoolSize, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, connectionLimit, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, connectionTimeoutSeconds, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, connectionMemoryLimit, NULL},
+        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
+        {MHD_OPTION_SOCK_ADDR, 0, (void *)address},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (address == NULL) {
+        options[6].option = MHD_OPTION_END;
+    }
+    return MHD_start_daemon(flags, port, NULL, NULL, handler, handlerContext, MHD_OPTION_ARRAY, options,
+                            MHD_OPTION_END);
+}
+
+/// The port the daemon is bound to (`MHD_get_daemon_info` with `MHD_DAEMON_INFO_BIND_PORT`); 0 if unknown.
+static inline uint16_t CMicroHTTPD_bound_port(struct MHD_Daemon *_Nonnull daemon) {
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
+    return info == NULL ? 0 : info->port;
+}
+
+/// The socket of a connection (`MHD_get_connection_info` with `MHD_CONNECTION_INFO_CONNECTION_FD`); -1 if unknown.
+static inline int CMicroHTTPD_connection_fd(struct MHD_Connection *_Nonnull connection) {
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return info == NULL ? -1 : info->connect_fd;
+}
+
+#endif

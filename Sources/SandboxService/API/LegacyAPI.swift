@@ -1,0 +1,47 @@
+/// The python-runtime-sandbox contract: `/`, `/execute`, `/execute/stream`, `/upload`, `/download`, `/list`,
+/// `/exists`, with the reference's paths, fields, status codes and error shapes.
+public struct LegacyAPI: Sendable {
+    let root: SandboxRoot
+    let runner: CommandRunner
+    /// Cap and default for command timeouts, in seconds.
+    let maxTimeout: Double
+    /// The environment every command gets, as `KEY=value`.
+    let environment: [String]
+
+    public init(root: SandboxRoot, runner: CommandRunner, maxTimeout: Double, environment: [String]) {
+        self.root = root
+        self.runner = runner
+        self.maxTimeout = maxTimeout
+        self.environment = environment
+    }
+
+    public func register(in router: inout Router) {
+        router.add(.init("GET", .exact("/")) { _, _ in
+            .response(.json(["status": "ok", "message": "Sandbox Runtime is active."] as JSONValue))
+        })
+        router.add(.init("POST", .exact("/execute")) { request, _ in execute(request) })
+        router.add(.init("POST", .exact("/execute/stream")) { request, _ in executeStream(request) })
+        router.add(
+            .init("POST", .exact("/upload"), body: .upload(field: "file", open: openUpload)) { _, outcome in
+                uploadFinished(outcome)
+            })
+        router.add(.init("GET", .prefix("/download/")) { request, _ in download(request.pathParameter) })
+        router.add(.init("GET", .prefix("/list/")) { request, _ in list(request.pathParameter) })
+        router.add(.init("GET", .prefix("/exists/")) { request, _ in exists(request.pathParameter) })
+    }
+
+    /// Resolves a request path, mapping a refusal to the legacy 403.
+    func resolve(_ path: String) throws(APIError) -> String {
+        do {
+            return try root.resolve(path)
+        } catch {
+            throw Self.accessDenied
+        }
+    }
+
+    static let accessDenied = APIError.message(403, "Access denied")
+}
+
+extension Reply {
+    static func failure(_ error: APIError) -> Reply { .response(error.response) }
+}

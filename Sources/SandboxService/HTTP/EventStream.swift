@@ -1,0 +1,156 @@
+import Dispatch
+import Synchronization
+
+/// A Server-Sent Events body written by a producer thread and read by libmicrohttpd's content reader.
+///
+/// With an internal polling thread, a content reader that returns 0 spins, so when nothing is buffered the reader
+/// parks the connection (suspends it) and the next write resumes it. The buffer, the finished flag and the parked flag
+/// change under one lock, and suspend/resume are called under that same lock: resuming a connection that is not
+/// suspended is undefined in libmicrohttpd, so `parked` must be true exactly when the connection is suspended.
+public final class EventStream: Sendable {
+    /// What the content reader should do.
+    enum ReadResult: Equatable {
+        case bytes(Int)
+        /// Nothing to send yet: the connection was suspended.
+        case parked
+        case end
+    }
+
+    struct State {
+        var buffer: [UInt8] = []
+        var head = 0
+        var finished = false
+        var parked = false
+        var lastWrite = DispatchTime.now()
+        var suspend: (@Sendable () -> Void)?
+        var resume: (@Sendable () -> Void)?
+        var onClientGone: (@Sendable () -> Void)?
+
+        var pending: Int { buffer.count - head }
+
+        /// Appends bytes and says whether the connection must be resumed.
+        mutating func append(_ bytes: some Sequence<UInt8>) -> Bool {
+            guard !finished else { return false }
+            buffer.append(contentsOf: bytes)
+            lastWrite = .now()
+            return wake()
+        }
+
+        mutating func finish() -> Bool {
+            guard !finished else { return false }
+            finished = true
+            return wake()
+        }
+
+        private mutating func wake() -> Bool {
+            guard parked else { return false }
+            parked = false
+            return true
+        }
+
+        /// Copies up to `max` bytes out, or parks, or ends.
+        mutating func read(into destination: UnsafeMutableRawBufferPointer) -> ReadResult {
+            if pending > 0 {
+                let count = min(pending, destination.count)
+                buffer.withUnsafeBytes { source in
+                    destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[head..<(head + count)]))
+                }
+                head += count
+                if head == buffer.count {
+                    buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20)
+                    head = 0
+                } else if head > 1 << 16 && head * 2 > buffer.count {
+                    buffer.removeSubrange(0..<head)
+                    head = 0
+                }
+                return .bytes(count)
+            }
+            if finished { return .end }
+            parked = true
+            return .parked
+        }
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Queues one event. `data` may hold newlines: each line becomes its own `data:` field, as SSE requires.
+    public func send(event: String, data: String) {
+        write(Self.frame(event: event, data: data))
+    }
+
+    /// Queues a comment line, which clients ignore; used as a keep-alive.
+    public func sendComment(_ text: String) {
+        write(Array(": \(text)\n\n".utf8))
+    }
+
+    /// Ends the stream once everything queued has been sent. Later writes are dropped.
+    public func finish() {
+        state.withLock { state in
+            if state.finish() { state.resume?() }
+        }
+    }
+
+    public var isFinished: Bool { state.withLock { $0.finished } }
+
+    /// Called once if the client goes away before the stream finished.
+    public func onClientGone(_ handler: @escaping @Sendable () -> Void) {
+        state.withLock { $0.onClientGone = handler }
+    }
+
+    func write(_ bytes: [UInt8]) {
+        state.withLock { state in
+            if state.append(bytes) { state.resume?() }
+        }
+    }
+
+    /// Connects the stream to its connection; until then writes are only buffered.
+    func attach(suspend: @escaping @Sendable () -> Void, resume: @escaping @Sendable () -> Void) {
+        state.withLock {
+            $0.suspend = suspend
+            $0.resume = resume
+        }
+    }
+
+    /// The content reader: runs on the connection's polling thread.
+    func read(into destination: UnsafeMutableRawBufferPointer) -> ReadResult {
+        state.withLock { state in
+            let result = state.read(into: destination)
+            if result == .parked { state.suspend?() }
+            return result
+        }
+    }
+
+    /// The response was destroyed: if the stream had not finished, the client went away.
+    func responseReleased() {
+        let handler = state.withLock { state -> (@Sendable () -> Void)? in
+            defer { state.finished = true }
+            return state.finished ? nil : state.onClientGone
+        }
+        handler?()
+    }
+
+    /// Seconds since the last write; the keep-alive timer reads it.
+    func idleTime(now: DispatchTime = .now()) -> Double {
+        let last = state.withLock { $0.lastWrite }
+        return Double(now.uptimeNanoseconds &- last.uptimeNanoseconds) / 1e9
+    }
+
+    /// One SSE event: `event:` line, a `data:` line per line of `data`, blank line.
+    static func frame(event: String, data: String) -> [UInt8] {
+        var text = "event: \(event)\n"
+        var lineStart = data.startIndex
+        var index = data.startIndex
+        while index < data.endIndex {
+            let character = data[index]
+            if character == "\n" || character == "\r" || character == "\r\n" {
+                text += "data: \(data[lineStart..<index])\n"
+                lineStart = data.index(after: index)
+            }
+            index = data.index(after: index)
+        }
+        text += "data: \(data[lineStart...])\n\n"
+        return Array(text.utf8)
+    }
+}

@@ -1,0 +1,51 @@
+/// A response ready to be handed to libmicrohttpd.
+public struct HTTPResponse: Sendable {
+    public enum Body: Sendable {
+        case bytes([UInt8])
+        /// A regular file of `size` bytes, sent from the descriptor (sendfile); the response owns `fd`.
+        case file(fd: Int32, size: UInt64)
+        /// Server-Sent Events, written while the response is being sent.
+        case stream(EventStream)
+    }
+
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: Body
+
+    public init(status: Int, headers: [(String, String)] = [], body: Body) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// A JSON response.
+    public static func json(_ value: JSONValue, status: Int = 200, headers: [(String, String)] = []) -> HTTPResponse {
+        HTTPResponse(status: status, headers: [("Content-Type", "application/json")] + headers, body: .bytes(value.encoded()))
+    }
+}
+
+/// A request as handlers see it: the body is already received (or streamed to an upload sink).
+public struct HTTPRequest: Sendable {
+    public var method: String
+    /// The path, percent-decoded once, without the query string.
+    public var path: String
+    /// What a `/prefix/{path}` route captured, percent-decoded once.
+    public var pathParameter: String
+    /// Header values by lower-cased name.
+    public var headers: [String: String]
+    /// Query arguments, percent-decoded.
+    public var query: [String: String]
+    public var body: [UInt8]
+
+    public init(
+        method: String, path: String, pathParameter: String = "", headers: [String: String] = [:],
+        query: [String: String] = [:], body: [UInt8] = []
+    ) {
+        self.method = method
+        self.path = path
+        self.pathParameter = pathParameter
+        self.headers = headers
+        self.query = query
+        self.body = body
+    }
+}

@@ -1,0 +1,160 @@
+import CMicroHTTPD
+import Dispatch
+import Glibc
+import Logging
+import Synchronization
+
+/// The libmicrohttpd front: bridges its callbacks to the router's handlers.
+///
+/// libmicrohttpd runs its own epoll loop on a small fixed pool of threads. Handlers never block them: a request that
+/// waits (for a command, for output) suspends its connection and is resumed by whoever produces the data.
+public final class HTTPServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: UInt16
+        /// Polling threads; each runs its own epoll loop over its share of the connections.
+        public var threads: Int
+        public var connectionLimit: Int
+        /// Seconds an idle (not suspended) connection is kept open.
+        public var idleTimeout: Int
+        /// Seconds of silence on an event stream before a keep-alive comment is sent.
+        public var keepAliveInterval: Double
+
+        public init(
+            host: String = "0.0.0.0", port: UInt16 = 8000, threads: Int = 2, connectionLimit: Int = 4096,
+            idleTimeout: Int = 60, keepAliveInterval: Double = 15
+        ) {
+            self.host = host
+            self.port = port
+            self.threads = threads
+            self.connectionLimit = connectionLimit
+            self.idleTimeout = idleTimeout
+            self.keepAliveInterval = keepAliveInterval
+        }
+    }
+
+    public enum StartError: Error, CustomStringConvertible {
+        case invalidHost(String)
+        case cannotListen(String, UInt16)
+
+        public var description: String {
+            switch self {
+            case .invalidHost(let host): "invalid listen address '\(host)'"
+            case .cannotListen(let host, let port): "cannot listen on \(host):\(port) (address in use or not permitted)"
+            }
+        }
+    }
+
+    /// The running daemon. Raw MHD pointers are not `Sendable`; libmicrohttpd allows `MHD_quiesce_daemon` and
+    /// `MHD_stop_daemon` from any one thread, and sandboxd calls them only from `stop()`.
+    private struct Daemon: @unchecked Sendable {
+        let raw: OpaquePointer
+    }
+
+    private struct State {
+        var daemon: Daemon?
+        var streams: [ObjectIdentifier: EventStream] = [:]
+        var pendings: [ObjectIdentifier: PendingResponse] = [:]
+        var timer: Source<DispatchSourceTimer>?
+        var stopping = false
+    }
+
+    let router: Router
+    let logger: Logger
+    private let state = Mutex(State())
+
+    public init(router: Router, logger: Logger) {
+        self.router = router
+        self.logger = logger
+    }
+
+    /// Starts listening and returns the bound port (useful with port 0). The socket accepts connections as soon as
+    /// this returns.
+    public func start(_ configuration: Configuration) throws -> UInt16 {
+        var flags = MHD_USE_EPOLL_INTERNAL_THREAD.rawValue | MHD_USE_INTERNAL_POLLING_THREAD.rawValue
+            | MHD_ALLOW_SUSPEND_RESUME.rawValue
+        let address = try SocketAddress(host: configuration.host, port: configuration.port)
+        if address.isIPv6 { flags |= MHD_USE_IPv6.rawValue }
+        if configuration.host == "::" { flags |= MHD_USE_DUAL_STACK.rawValue }
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        let daemon = address.withSockaddr { sockaddr in
+            CMicroHTTPD_start_daemon(
+                flags, configuration.port, configuration.host == "::" ? nil : sockaddr,
+                HTTPServer.accessHandler, context, HTTPServer.completedHandler, context,
+                UInt32(max(1, configuration.threads)), UInt32(configuration.connectionLimit),
+                UInt32(configuration.idleTimeout), 64 * 1024)
+        }
+        guard let daemon else { throw StartError.cannotListen(configuration.host, configuration.port) }
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "sandboxd.keepalive"))
+        timer.schedule(deadline: .now() + 1, repeating: 1, leeway: .milliseconds(100))
+        let interval = configuration.keepAliveInterval
+        timer.setEventHandler { [self] in self.sendKeepAlives(after: interval) }
+        timer.resume()
+        state.withLock {
+            $0.daemon = Daemon(raw: daemon)
+            $0.timer = Source(timer)
+        }
+        return CMicroHTTPD_bound_port(daemon)
+    }
+
+    /// Stops accepting connections; requests on open connections are still served.
+    public func quiesce() {
+        state.withLock { state in
+            guard let daemon = state.daemon?.raw else { return }
+            let fd = MHD_quiesce_daemon(daemon)
+            if fd >= 0 { close(fd) }
+        }
+    }
+
+    /// Ends every stream and waiting request, then stops the daemon. Call exactly once, before releasing the server:
+    /// the daemon holds an unretained pointer to it.
+    public func stop() {
+        let (streams, pendings) = state.withLock { state in
+            state.stopping = true
+            return (Array(state.streams.values), Array(state.pendings.values))
+        }
+        // libmicrohttpd must not be stopped with suspended connections: finishing resumes every parked one.
+        streams.forEach { $0.finish() }
+        pendings.forEach { $0.complete(APIError.detail(503, "Server is shutting down").response) }
+        let (daemon, timer) = state.withLock { state in
+            defer {
+                state.daemon = nil
+                state.timer = nil
+            }
+            return (state.daemon, state.timer)
+        }
+        timer?.source.cancel()
+        if let daemon { MHD_stop_daemon(daemon.raw) }
+    }
+
+    /// True once `stop()` began.
+    public var isStopping: Bool { state.withLock { $0.stopping } }
+
+    private func sendKeepAlives(after interval: Double) {
+        let streams = state.withLock { Array($0.streams.values) }
+        let now = DispatchTime.now()
+        for stream in streams where stream.idleTime(now: now) >= interval {
+            stream.sendComment("keep-alive")
+        }
+    }
+
+    func register(_ stream: EventStream) {
+        state.withLock { $0.streams[ObjectIdentifier(stream)] = stream }
+    }
+
+    func unregister(_ stream: EventStream) {
+        state.withLock { _ = $0.streams.removeValue(forKey: ObjectIdentifier(stream)) }
+    }
+
+    func register(_ pending: PendingResponse) -> Bool {
+        state.withLock { state in
+            guard !state.stopping else { return false }
+            state.pendings[ObjectIdentifier(pending)] = pending
+            return true
+        }
+    }
+
+    func unregister(_ pending: PendingResponse) {
+        state.withLock { _ = $0.pendings.removeValue(forKey: ObjectIdentifier(pending)) }
+    }
+}

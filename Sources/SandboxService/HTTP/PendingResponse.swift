@@ -1,0 +1,61 @@
+import Synchronization
+
+/// A response that a handler completes later, from any thread (a command's exit, for example).
+///
+/// While it is not ready the request's connection is suspended, so no polling thread waits for it. As in
+/// `EventStream`, the parked flag and suspend/resume change under one lock, so resume is only ever called on a
+/// connection that is suspended.
+public final class PendingResponse: Sendable {
+    private struct State {
+        var response: HTTPResponse?
+        var parked = false
+        var resume: (@Sendable () -> Void)?
+        var onClientGone: (@Sendable () -> Void)?
+        var taken = false
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Delivers the response; later calls are ignored.
+    public func complete(_ response: HTTPResponse) {
+        state.withLock { state in
+            guard state.response == nil, !state.taken else { return }
+            state.response = response
+            if state.parked {
+                state.parked = false
+                state.resume?()
+            }
+        }
+    }
+
+    /// Called once if the connection ends before the response was sent.
+    public func onClientGone(_ handler: @escaping @Sendable () -> Void) {
+        state.withLock { $0.onClientGone = handler }
+    }
+
+    /// Polling thread: the response if ready, otherwise suspends the connection (via `suspend`) and returns nil.
+    func takeOrPark(suspend: () -> Void, resume: @escaping @Sendable () -> Void) -> HTTPResponse? {
+        state.withLock { state in
+            if let response = state.response {
+                state.response = nil
+                state.taken = true
+                return response
+            }
+            state.resume = resume
+            state.parked = true
+            suspend()
+            return nil
+        }
+    }
+
+    /// The request ended; if no response was sent, the client went away.
+    func requestEnded() {
+        let handler = state.withLock { state -> (@Sendable () -> Void)? in
+            defer { state.taken = true }
+            return state.taken ? nil : state.onClientGone
+        }
+        handler?()
+    }
+}

@@ -1,0 +1,92 @@
+import CMicroHTTPD
+
+/// Streams one file part of a `multipart/form-data` body into an `UploadSink`, using libmicrohttpd's post processor
+/// (which also handles urlencoded bodies, where no part has a filename). Polling thread only.
+final class UploadReceiver {
+    private let field: String
+    private let open: @Sendable (String) throws(APIError) -> any UploadSink
+    private var processor: OpaquePointer?
+    private var sink: (any UploadSink)?
+    private var filename: String?
+    private var error: APIError?
+    /// Set once the chosen part ended (another part started); later parts of the same name are ignored.
+    private var partClosed = false
+
+    /// Size of the post processor's buffer: a part's data reaches the sink in pieces of at most this size.
+    private static let bufferSize = 64 * 1024
+
+    init(connection: OpaquePointer, field: String, open: @escaping @Sendable (String) throws(APIError) -> any UploadSink) {
+        self.field = field
+        self.open = open
+        processor = MHD_create_post_processor(
+            connection, Self.bufferSize, UploadReceiver.iterator, Unmanaged.passUnretained(self).toOpaque())
+        if processor == nil {
+            error = .validation([
+                ValidationIssue(type: "missing", loc: ["body", .string(field)], msg: "Field required", input: .null)
+            ])
+        }
+    }
+
+    deinit {
+        if let processor { MHD_destroy_post_processor(processor) }
+        sink?.abort()
+    }
+
+    func consume(_ chunk: UnsafeRawBufferPointer) {
+        guard error == nil, let processor, let base = chunk.baseAddress else { return }
+        if MHD_post_process(processor, base.assumingMemoryBound(to: CChar.self), chunk.count) == MHD_Result.NO, error == nil {
+            error = .detail(400, "Malformed multipart body")
+        }
+    }
+
+    /// The body is complete: commit the file, or say why not.
+    func finish() -> UploadOutcome {
+        if let processor {
+            self.processor = nil
+            if MHD_destroy_post_processor(processor) == MHD_Result.NO, error == nil {
+                error = .detail(400, "Malformed or truncated multipart body")
+            }
+        }
+        defer { sink = nil }
+        if let error {
+            sink?.abort()
+            return .failed(error)
+        }
+        guard let sink, let filename else { return .missingField }
+        do {
+            try sink.commit()
+        } catch {
+            sink.abort()
+            return .failed(error)
+        }
+        return .stored(filename: filename)
+    }
+
+    private func receive(key: String, filename: String?, data: UnsafeRawBufferPointer, offset: UInt64) -> MHD_Result {
+        guard key == field, let filename else {
+            if sink != nil { partClosed = true }
+            return .YES
+        }
+        if sink != nil && (offset == 0 || filename != self.filename) { partClosed = true }
+        if partClosed { return .YES }
+        do {
+            if sink == nil {
+                sink = try open(filename)
+                self.filename = filename
+            }
+            if !data.isEmpty { try sink?.write(data) }
+            return .YES
+        } catch {
+            self.error = error
+            return .NO
+        }
+    }
+
+    private static let iterator: MHD_PostDataIterator = { cls, _, key, filename, _, _, data, offset, size in
+        guard let cls, let key else { return .NO }
+        let receiver = Unmanaged<UploadReceiver>.fromOpaque(cls).takeUnretainedValue()
+        let bytes = UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size)
+        return receiver.receive(
+            key: String(cString: key), filename: filename.map { String(cString: $0) }, data: bytes, offset: offset)
+    }
+}
