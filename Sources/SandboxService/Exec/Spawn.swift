@@ -46,8 +46,12 @@ func spawnProcess(
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
+    // Every signal 1...64 back to its default, set bit by bit: sigfillset leaves out glibc's internal signals
+    // (32, 33), which a parent may have ignored and which would then stay ignored in the command.
     var allSignals = sigset_t()
-    sigfillset(&allSignals)
+    withUnsafeMutableBytes(of: &allSignals) { bits in
+        for index in 0..<min(8, bits.count) { bits[index] = 0xFF }
+    }
     var noSignals = sigset_t()
     sigemptyset(&noSignals)
     posix_spawnattr_setsigdefault(&attributes, &allSignals)
@@ -68,6 +72,9 @@ func spawnProcess(
     posix_spawn_file_actions_adddup2(&actions, descriptors.stdout, 1)
     posix_spawn_file_actions_adddup2(&actions, descriptors.stderr, 2)
     _ = addChdirAction(&actions, cwd)
+    // Descriptors the server inherited or opened without FD_CLOEXEC (its own stdin-less parent's, for example)
+    // must not reach commands.
+    _ = addCloseFromAction(&actions, 3)
 
     var pid: pid_t = 0
     let result = withCStrings(argv) { cArgv in
@@ -104,3 +111,12 @@ private let addChdirAction:
         }
         return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32).self)
     }()
+
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34+): closes every descriptor from the given one up in the
+/// child.
+private let addCloseFromAction: @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32 = {
+    guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
+        fatalError("glibc 2.34 or later is required (posix_spawn_file_actions_addclosefrom_np)")
+    }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+}()

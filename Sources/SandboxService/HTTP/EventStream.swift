@@ -122,10 +122,24 @@ public final class EventStream: Sendable {
         }
     }
 
+    /// The client went away while the connection was suspended: stop the producer and end the stream, which
+    /// resumes the connection so libmicrohttpd closes it.
+    func clientGone() {
+        let handler = state.withLock { state -> (@Sendable () -> Void)? in
+            defer { state.onClientGone = nil }
+            return state.finished ? nil : state.onClientGone
+        }
+        handler?()
+        finish()
+    }
+
     /// The response was destroyed: if the stream had not finished, the client went away.
     func responseReleased() {
         let handler = state.withLock { state -> (@Sendable () -> Void)? in
-            defer { state.finished = true }
+            defer {
+                state.finished = true
+                state.onClientGone = nil
+            }
             return state.finished ? nil : state.onClientGone
         }
         handler?()

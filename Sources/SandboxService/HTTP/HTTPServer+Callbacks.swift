@@ -89,7 +89,7 @@ extension HTTPServer {
             switch dispatch(context, connection: connection) {
             case .response(let response): return queue(response, on: connection, for: context)
             case .pending(let pending):
-                guard register(pending) else {
+                guard register(pending, socket: CMicroHTTPD_connection_fd(connection)) else {
                     return queue(APIError.detail(503, "Server is shutting down").response, on: connection, for: context)
                 }
                 context.pending = pending
@@ -158,7 +158,7 @@ extension HTTPServer {
                 Unmanaged<EventStream>.fromOpaque(retained).release()
             } else {
                 context.stream = stream
-                register(stream)
+                register(stream, socket: CMicroHTTPD_connection_fd(connection))
             }
         }
         guard let created else { return .NO }

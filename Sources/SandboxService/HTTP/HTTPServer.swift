@@ -53,8 +53,9 @@ public final class HTTPServer: Sendable {
 
     private struct State {
         var daemon: Daemon?
-        var streams: [ObjectIdentifier: EventStream] = [:]
-        var pendings: [ObjectIdentifier: PendingResponse] = [:]
+        /// Streams being sent and responses being waited for, with their client sockets.
+        var streams: [ObjectIdentifier: (stream: EventStream, socket: Int32)] = [:]
+        var pendings: [ObjectIdentifier: (pending: PendingResponse, socket: Int32)] = [:]
         var timer: Source<DispatchSourceTimer>?
         var stopping = false
     }
@@ -88,7 +89,7 @@ public final class HTTPServer: Sendable {
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "sandboxd.keepalive"))
         timer.schedule(deadline: .now() + 1, repeating: 1, leeway: .milliseconds(100))
         let interval = configuration.keepAliveInterval
-        timer.setEventHandler { [self] in self.sendKeepAlives(after: interval) }
+        timer.setEventHandler { [self] in self.tick(keepAliveInterval: interval) }
         timer.resume()
         state.withLock {
             $0.daemon = Daemon(raw: daemon)
@@ -111,7 +112,7 @@ public final class HTTPServer: Sendable {
     public func stop() {
         let (streams, pendings) = state.withLock { state in
             state.stopping = true
-            return (Array(state.streams.values), Array(state.pendings.values))
+            return (state.streams.values.map(\.stream), state.pendings.values.map(\.pending))
         }
         // libmicrohttpd must not be stopped with suspended connections: finishing resumes every parked one.
         streams.forEach { $0.finish() }
@@ -130,26 +131,43 @@ public final class HTTPServer: Sendable {
     /// True once `stop()` began.
     public var isStopping: Bool { state.withLock { $0.stopping } }
 
-    private func sendKeepAlives(after interval: Double) {
-        let streams = state.withLock { Array($0.streams.values) }
+    /// Once a second: keep-alive comments on silent streams, and a check for clients that went away. A suspended
+    /// connection is not polled by libmicrohttpd, so without this a dead client would go unnoticed until the
+    /// command ends.
+    private func tick(keepAliveInterval: Double) {
         let now = DispatchTime.now()
-        for stream in streams where stream.idleTime(now: now) >= interval {
-            stream.sendComment("keep-alive")
+        let (gone, silent) = state.withLock { state in
+            // Under the lock: entries leave in the completion callback, before libmicrohttpd closes the socket.
+            let gone = state.streams.values.filter { Self.peerClosed($0.socket) }.map(\.stream)
+            let goneWaits = state.pendings.values.filter { Self.peerClosed($0.socket) }.map(\.pending)
+            let silent = state.streams.values.map(\.stream).filter { $0.idleTime(now: now) >= keepAliveInterval }
+            return ((gone, goneWaits), silent)
         }
+        gone.0.forEach { $0.clientGone() }
+        gone.1.forEach { $0.clientGone() }
+        silent.forEach { $0.sendComment("keep-alive") }
     }
 
-    func register(_ stream: EventStream) {
-        state.withLock { $0.streams[ObjectIdentifier(stream)] = stream }
+    /// True when the peer closed or reset the connection (a zero-byte peek), without consuming any data.
+    private static func peerClosed(_ socket: Int32) -> Bool {
+        guard socket >= 0 else { return false }
+        var byte: UInt8 = 0
+        let count = recv(socket, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        return count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    }
+
+    func register(_ stream: EventStream, socket: Int32) {
+        state.withLock { $0.streams[ObjectIdentifier(stream)] = (stream, socket) }
     }
 
     func unregister(_ stream: EventStream) {
         state.withLock { _ = $0.streams.removeValue(forKey: ObjectIdentifier(stream)) }
     }
 
-    func register(_ pending: PendingResponse) -> Bool {
+    func register(_ pending: PendingResponse, socket: Int32) -> Bool {
         state.withLock { state in
             guard !state.stopping else { return false }
-            state.pendings[ObjectIdentifier(pending)] = pending
+            state.pendings[ObjectIdentifier(pending)] = (pending, socket)
             return true
         }
     }

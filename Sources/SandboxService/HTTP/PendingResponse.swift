@@ -50,10 +50,22 @@ public final class PendingResponse: Sendable {
         }
     }
 
+    /// The client went away while the response was being waited for.
+    func clientGone() {
+        let handler = state.withLock { state -> (@Sendable () -> Void)? in
+            defer { state.onClientGone = nil }
+            return state.onClientGone
+        }
+        handler?()
+    }
+
     /// The request ended; if no response was sent, the client went away.
     func requestEnded() {
         let handler = state.withLock { state -> (@Sendable () -> Void)? in
-            defer { state.taken = true }
+            defer {
+                state.taken = true
+                state.onClientGone = nil
+            }
             return state.taken ? nil : state.onClientGone
         }
         handler?()
