@@ -26,6 +26,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "SandboxServiceTests", dependencies: ["SandboxService"]),
+        .testTarget(name: "SandboxServiceTests", dependencies: ["SandboxService"], exclude: ["Fixtures"]),
     ]
 )
