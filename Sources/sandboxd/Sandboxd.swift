@@ -16,7 +16,10 @@ struct Sandboxd: ParsableCommand {
     @Option(help: "Listen port; 0 picks a free one. Env SANDBOX_PORT. (default: 8000)")
     var port: UInt16?
 
-    @Option(help: "Sandbox root: cwd of commands, the only tree file endpoints touch; created if missing. Env SANDBOX_BASE_DIR. (default: /app)")
+    @Option(
+        help:
+            "Sandbox root: cwd of commands, the only tree file endpoints touch; created if missing. Env SANDBOX_BASE_DIR. (default: /app)"
+    )
     var root: String?
 
     @Option(help: "Cap and default for command timeouts, in seconds. Env SANDBOX_EXEC_TIMEOUT_SECONDS. (default: 300)")
@@ -33,7 +36,9 @@ struct Sandboxd: ParsableCommand {
         let logger = Logger(label: "sandboxd")
         let environment = ProcessInfo.processInfo.environment
         func env(_ name: String) -> String? {
-            guard let value = environment[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+            guard let value = environment[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else {
+                return nil
+            }
             return value
         }
         var options = SandboxServer.Options()

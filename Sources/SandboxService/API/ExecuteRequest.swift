@@ -13,7 +13,9 @@ struct ExecuteRequest: Equatable {
             throw .validation([ValidationIssue(type: "missing", loc: ["body"], msg: "Field required", input: .null)])
         }
         guard let json = JSONValue.parse(body) else {
-            throw .validation([ValidationIssue(type: "json_invalid", loc: ["body", .number(0)], msg: "JSON decode error", input: [:])])
+            throw .validation([
+                ValidationIssue(type: "json_invalid", loc: ["body", .number(0)], msg: "JSON decode error", input: [:])
+            ])
         }
         guard case .object = json else {
             throw .validation([
@@ -26,9 +28,13 @@ struct ExecuteRequest: Equatable {
         var command = ""
         switch json["command"] {
         case .string(let value)?: command = value
-        case nil: issues.append(ValidationIssue(type: "missing", loc: ["body", "command"], msg: "Field required", input: json))
+        case nil:
+            issues.append(
+                ValidationIssue(type: "missing", loc: ["body", "command"], msg: "Field required", input: json))
         case let value?:
-            issues.append(ValidationIssue(type: "string_type", loc: ["body", "command"], msg: "Input should be a valid string", input: value))
+            issues.append(
+                ValidationIssue(
+                    type: "string_type", loc: ["body", "command"], msg: "Input should be a valid string", input: value))
         }
         var timeout: Double?
         // `timeout_seconds` is the name the published k8s-agent-sandbox SDK sends.
@@ -55,7 +61,8 @@ struct ExecuteRequest: Equatable {
         case .string(let text):
             guard let parsed = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
                 throw ValidationIssue(
-                    type: "float_parsing", loc: loc, msg: "Input should be a valid number, unable to parse string as a number",
+                    type: "float_parsing", loc: loc,
+                    msg: "Input should be a valid number, unable to parse string as a number",
                     input: value)
             }
             number = parsed

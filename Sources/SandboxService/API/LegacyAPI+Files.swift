@@ -32,7 +32,9 @@ extension LegacyAPI {
         defer { closedir(directory) }
         var entries: [JSONValue] = []
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
+            }
             guard name != "." && name != ".." else { continue }
             var info = stat()
             // Like Python's DirEntry.stat(): follow symlinks, and describe a dangling one by the link itself.
@@ -65,7 +67,9 @@ extension LegacyAPI {
             throw .message(400, "Invalid filename '\(filename)': it must name a file")
         }
         let destination = try resolve(relative)
-        guard destination != root.path else { throw .message(400, "Invalid filename '\(filename)': it must name a file") }
+        guard destination != root.path else {
+            throw .message(400, "Invalid filename '\(filename)': it must name a file")
+        }
         var info = stat()
         if stat(destination, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR {
             throw .message(400, "Invalid filename '\(filename)': it is a directory")
@@ -85,7 +89,9 @@ extension LegacyAPI {
             return .failure(error)
         case .missingField?, nil:
             return .failure(
-                .validation([ValidationIssue(type: "missing", loc: ["body", "file"], msg: "Field required", input: .null)]))
+                .validation([
+                    ValidationIssue(type: "missing", loc: ["body", "file"], msg: "Field required", input: .null)
+                ]))
         }
     }
 
@@ -102,7 +108,8 @@ extension LegacyAPI {
 
     /// Starlette's FileResponse header: a plain quoted filename, or RFC 5987 `filename*` when it needs escaping.
     static func contentDisposition(filename: String) -> String {
-        var allowed = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)...Unicode.Scalar(127)))
+        var allowed = CharacterSet.alphanumerics.intersection(
+            CharacterSet(charactersIn: Unicode.Scalar(0)...Unicode.Scalar(127)))
         allowed.insert(charactersIn: "/_.-~")
         let quoted = filename.addingPercentEncoding(withAllowedCharacters: allowed) ?? filename
         return quoted == filename ? "attachment; filename=\"\(filename)\"" : "attachment; filename*=utf-8''\(quoted)"

@@ -24,7 +24,8 @@ final class ChildReaper: Sendable {
 
     /// Runs `spawn` (which returns the new child's pid, or throws) and registers `onExit` for that pid atomically.
     /// `onExit` receives the raw wait status on the reaper thread and must not block.
-    func spawn<E: Error>(_ spawn: () throws(E) -> pid_t, onExit: @escaping @Sendable (Int32) -> Void) throws(E) -> pid_t {
+    func spawn<E: Error>(_ spawn: () throws(E) -> pid_t, onExit: @escaping @Sendable (Int32) -> Void) throws(E) -> pid_t
+    {
         let pid = try handlers.withLock { (table) throws(E) -> pid_t in
             let pid = try spawn()
             table[pid] = onExit

@@ -28,6 +28,13 @@ public struct Termination: Sendable, Equatable {
     public var signal: Int32?
     public var timedOut: Bool
 
+    /// A command that never ran, reported with a shell's exit code.
+    public init(exitCode: Int32) {
+        self.exitCode = exitCode
+        signal = nil
+        timedOut = false
+    }
+
     init(waitStatus status: Int32, timedOut: Bool) {
         let signal = status & 0x7f
         self.signal = signal == 0 ? nil : signal

@@ -109,7 +109,9 @@ private let addChdirAction:
         guard let symbol = dlsym(nil, "posix_spawn_file_actions_addchdir_np") else {
             fatalError("glibc 2.29 or later is required (posix_spawn_file_actions_addchdir_np)")
         }
-        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32).self)
+        return unsafeBitCast(
+            symbol,
+            to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32).self)
     }()
 
 /// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34+): closes every descriptor from the given one up in the
@@ -118,5 +120,6 @@ private let addCloseFromAction: @convention(c) (UnsafeMutablePointer<posix_spawn
     guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
         fatalError("glibc 2.34 or later is required (posix_spawn_file_actions_addclosefrom_np)")
     }
-    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    return unsafeBitCast(
+        symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
 }()

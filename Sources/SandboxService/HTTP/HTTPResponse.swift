@@ -20,7 +20,8 @@ public struct HTTPResponse: Sendable {
 
     /// A JSON response.
     public static func json(_ value: JSONValue, status: Int = 200, headers: [(String, String)] = []) -> HTTPResponse {
-        HTTPResponse(status: status, headers: [("Content-Type", "application/json")] + headers, body: .bytes(value.encoded()))
+        HTTPResponse(
+            status: status, headers: [("Content-Type", "application/json")] + headers, body: .bytes(value.encoded()))
     }
 }
 

@@ -58,7 +58,8 @@ extension HTTPServer {
     private func values(of connection: OpaquePointer, kind: MHD_ValueKind) -> [String: String] {
         let box = ValueBox()
         withExtendedLifetime(box) {
-            _ = MHD_get_connection_values(connection, kind, HTTPServer.collectValue, Unmanaged.passUnretained(box).toOpaque())
+            _ = MHD_get_connection_values(
+                connection, kind, HTTPServer.collectValue, Unmanaged.passUnretained(box).toOpaque())
         }
         return box.values
     }

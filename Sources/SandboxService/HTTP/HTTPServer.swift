@@ -72,7 +72,8 @@ public final class HTTPServer: Sendable {
     /// Starts listening and returns the bound port (useful with port 0). The socket accepts connections as soon as
     /// this returns.
     public func start(_ configuration: Configuration) throws -> UInt16 {
-        var flags = MHD_USE_EPOLL_INTERNAL_THREAD.rawValue | MHD_USE_INTERNAL_POLLING_THREAD.rawValue
+        var flags =
+            MHD_USE_EPOLL_INTERNAL_THREAD.rawValue | MHD_USE_INTERNAL_POLLING_THREAD.rawValue
             | MHD_ALLOW_SUSPEND_RESUME.rawValue
         let address = try SocketAddress(host: configuration.host, port: configuration.port)
         if address.isIPv6 { flags |= MHD_USE_IPv6.rawValue }

@@ -15,7 +15,9 @@ final class UploadReceiver {
     /// Size of the post processor's buffer: a part's data reaches the sink in pieces of at most this size.
     private static let bufferSize = 64 * 1024
 
-    init(connection: OpaquePointer, field: String, open: @escaping @Sendable (String) throws(APIError) -> any UploadSink) {
+    init(
+        connection: OpaquePointer, field: String, open: @escaping @Sendable (String) throws(APIError) -> any UploadSink
+    ) {
         self.field = field
         self.open = open
         processor = MHD_create_post_processor(
@@ -34,7 +36,9 @@ final class UploadReceiver {
 
     func consume(_ chunk: UnsafeRawBufferPointer) {
         guard error == nil, let processor, let base = chunk.baseAddress else { return }
-        if MHD_post_process(processor, base.assumingMemoryBound(to: CChar.self), chunk.count) == MHD_Result.NO, error == nil {
+        if MHD_post_process(processor, base.assumingMemoryBound(to: CChar.self), chunk.count) == MHD_Result.NO,
+            error == nil
+        {
             error = .detail(400, "Malformed multipart body")
         }
     }

@@ -39,7 +39,8 @@ public final class SandboxServer: Sendable {
 
     /// Starts listening; returns the bound port.
     public func start() throws -> UInt16 {
-        let port = try http.start(HTTPServer.Configuration(host: options.host, port: options.port, threads: options.threads))
+        let port = try http.start(
+            HTTPServer.Configuration(host: options.host, port: options.port, threads: options.threads))
         let shownHost = options.host.contains(":") ? "[\(options.host)]" : options.host
         logger.info("sandboxd \(Self.version) listening on \(shownHost):\(port) root=\(root.path)")
         return port

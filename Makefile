@@ -1,0 +1,53 @@
+# sandboxd: `make run` serves on port 8000 with ./sandbox-root as the root; `make test` runs every test.
+# Both install what they need (apt and pip packages) when it is missing.
+
+SHELL := /bin/bash
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTHON ?= python3
+PORT ?= 8000
+ROOT ?= $(CURDIR)/sandbox-root
+APT_BUILD := libmicrohttpd-dev pkg-config
+APT_TEST := shellcheck wrk curl procps
+
+.PHONY: run build release deps deps-test test test-swift test-e2e test-container lint format bench bench-smoke clean
+
+run: deps release
+	.build/release/sandboxd --port $(PORT) --root $(ROOT)
+
+build: deps
+	swift build
+
+release: deps
+	swift build -c release
+
+deps:
+	@dpkg -s $(APT_BUILD) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_BUILD); }
+
+deps-test: deps
+	@dpkg -s $(APT_TEST) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_TEST); }
+	@$(PYTHON) -m pip install -q --disable-pip-version-check -r Tests/e2e/requirements.txt
+
+test: deps-test lint test-swift test-e2e test-container
+
+test-swift: deps
+	swift build --build-tests
+	swift test
+
+test-e2e: deps-test
+	swift build
+	SANDBOXD_BIN=$(CURDIR)/.build/debug/sandboxd $(PYTHON) -m pytest -q Tests/e2e
+
+test-container: deps-test
+	bash docker/prepare-base-images.sh
+	bash docker/run-test-docker.sh
+
+lint:
+	swift format lint --strict -r Sources Tests
+
+format:
+	swift format -i -r Sources Tests
+
+clean:
+	rm -rf .build .build-release docker/dist
