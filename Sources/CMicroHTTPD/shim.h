@@ -7,12 +7,18 @@
 #include <sys/socket.h>
 #include <microhttpd.h>
 
+/// `MHD_OPTION_UNESCAPE_CALLBACK`'s function type, which microhttpd.h does not name: decodes `string` in place and
+/// returns its new length.
+typedef size_t (*CMicroHTTPD_UnescapeCallback)(void *_Nullable context, struct MHD_Connection *_Nullable connection,
+                                               char *_Nullable string);
+
 /// Starts a daemon with the options sandboxd uses (`MHD_start_daemon`).
 /// `address` may be NULL to listen on every address of the family the flags select.
 static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
     unsigned int flags, uint16_t port, const struct sockaddr *_Nullable address,
     MHD_AccessHandlerCallback _Nonnull handler, void *_Nullable handlerContext,
     MHD_RequestCompletedCallback _Nonnull completed, void *_Nullable completedContext,
+    CMicroHTTPD_UnescapeCallback _Nonnull unescape,
     unsigned int threadPoolSize, unsigned int connectionLimit, unsigned int connectionTimeoutSeconds,
     size_t connectionMemoryLimit) {
     struct MHD_OptionItem options[] = {
@@ -22,11 +28,12 @@ static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
         {MHD_OPTION_CONNECTION_TIMEOUT, connectionTimeoutSeconds, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, connectionMemoryLimit, NULL},
         {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
+        {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, (void *)address},
         {MHD_OPTION_END, 0, NULL},
     };
     if (address == NULL) {
-        options[6].option = MHD_OPTION_END;
+        options[7].option = MHD_OPTION_END;
     }
     return MHD_start_daemon(flags, port, NULL, NULL, handler, handlerContext, MHD_OPTION_ARRAY, options,
                             MHD_OPTION_END);

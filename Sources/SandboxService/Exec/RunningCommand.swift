@@ -7,6 +7,8 @@ import Synchronization
 public final class RunningCommand: Sendable {
     private struct State {
         var pid: pid_t = 0
+        /// Pipes are being watched; the exit may be reaped before this, and must not end the command early.
+        var started = false
         var sources: [Source<DispatchSourceRead>] = []
         var openPipes = 0
         var waitStatus: Int32?
@@ -58,12 +60,18 @@ public final class RunningCommand: Sendable {
         }
         state.withLock { state in
             state.pid = pid
+            state.started = true
             state.sources = sources.map(Source.init)
             state.openPipes = sources.count
             if let timer { state.timers.append(Source(timer)) }
         }
         sources.forEach { $0.resume() }
         timer?.resume()
+        // The reaper may already have seen the exit; it could not act on it before the pipes were watched.
+        queue.async { [self] in
+            scheduleGraceIfNeeded()
+            finishIfDone()
+        }
     }
 
     func processExited(status: Int32) {
@@ -105,7 +113,9 @@ public final class RunningCommand: Sendable {
     /// once the grace expires, then stop listening.
     private func scheduleGraceIfNeeded() {
         let shouldSchedule = state.withLock { state -> Bool in
-            guard state.openPipes > 0, !state.graceScheduled else { return false }
+            guard state.started, state.waitStatus != nil, state.openPipes > 0, !state.graceScheduled else {
+                return false
+            }
             state.graceScheduled = true
             return true
         }
@@ -136,7 +146,9 @@ public final class RunningCommand: Sendable {
 
     private func finishIfDone() {
         let termination = state.withLock { state -> Termination? in
-            guard !state.finished, state.openPipes == 0, let status = state.waitStatus else { return nil }
+            guard state.started, !state.finished, state.openPipes == 0, let status = state.waitStatus else {
+                return nil
+            }
             state.finished = true
             state.timers.forEach { $0.source.cancel() }
             state.timers = []

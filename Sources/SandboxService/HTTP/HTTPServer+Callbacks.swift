@@ -25,6 +25,13 @@ extension HTTPServer {
         server.completed(context, cleanly: termination == .REQUEST_TERMINATED_COMPLETED_OK)
     }
 
+    /// Leaves URLs percent-encoded: sandboxd decodes them itself, exactly once, so that `%00` is refused instead of
+    /// silently cutting the C string libmicrohttpd would hand over.
+    static let keepEscaped: CMicroHTTPD_UnescapeCallback = { _, _, string in
+        guard let string else { return 0 }
+        return strlen(string)
+    }
+
     /// Content reader of event streams: bytes, or park (return 0 after suspending), or end.
     static let streamReader: MHD_ContentReaderCallback = { cls, _, buffer, max in
         guard let cls, let buffer else { return -1 }
@@ -46,17 +53,25 @@ extension HTTPServer {
     private static let collectValue: MHD_KeyValueIterator = { cls, _, key, value in
         guard let cls, let key else { return .YES }
         let box = Unmanaged<ValueBox>.fromOpaque(cls).takeUnretainedValue()
-        box.values[String(cString: key).lowercased()] = value.map { String(cString: $0) } ?? ""
+        box.values[box.decode(String(cString: key))] = value.map { box.decode(String(cString: $0)) } ?? ""
         return .YES
     }
 
     private final class ValueBox {
         var values: [String: String] = [:]
+        /// Header names are lower-cased; query keys and values are percent-decoded (NUL bytes become U+FFFD).
+        let decode: (String) -> String
+
+        init(kind: MHD_ValueKind) {
+            decode =
+                kind == .HEADER_KIND
+                ? { $0.lowercased() } : { String(decoding: PercentDecoding.decode($0) ?? [], as: UTF8.self) }
+        }
     }
 
     /// Header or query values of a connection (`MHD_get_connection_values`); header names are lower-cased.
     private func values(of connection: OpaquePointer, kind: MHD_ValueKind) -> [String: String] {
-        let box = ValueBox()
+        let box = ValueBox(kind: kind)
         withExtendedLifetime(box) {
             _ = MHD_get_connection_values(
                 connection, kind, HTTPServer.collectValue, Unmanaged.passUnretained(box).toOpaque())
@@ -103,8 +118,12 @@ extension HTTPServer {
     }
 
     private func begin(connection: OpaquePointer, url: String, method: String) -> RequestContext {
-        let match = router.match(method: method, path: url)
-        let context = RequestContext(method: method, path: url, match: match)
+        guard let bytes = PercentDecoding.decode(url), !bytes.contains(0) else {
+            return RequestContext(method: method, path: url, match: .failure(.detail(400, "Invalid path")))
+        }
+        let path = String(decoding: bytes, as: UTF8.self)
+        let match = router.match(method: method, path: path)
+        let context = RequestContext(method: method, path: path, match: match)
         guard case .route(let route, _) = match else { return context }
         switch route.body {
         case .buffered(let limit):

@@ -82,7 +82,7 @@ public final class HTTPServer: Sendable {
         let daemon = address.withSockaddr { sockaddr in
             CMicroHTTPD_start_daemon(
                 flags, configuration.port, configuration.host == "::" ? nil : sockaddr,
-                HTTPServer.accessHandler, context, HTTPServer.completedHandler, context,
+                HTTPServer.accessHandler, context, HTTPServer.completedHandler, context, HTTPServer.keepEscaped,
                 UInt32(max(1, configuration.threads)), UInt32(configuration.connectionLimit),
                 UInt32(configuration.idleTimeout), 64 * 1024)
         }
