@@ -19,9 +19,12 @@ static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
     MHD_AccessHandlerCallback _Nonnull handler, void *_Nullable handlerContext,
     MHD_RequestCompletedCallback _Nonnull completed, void *_Nullable completedContext,
     CMicroHTTPD_UnescapeCallback _Nonnull unescape,
+    MHD_LogCallback _Nonnull logger, void *_Nullable loggerContext,
     unsigned int threadPoolSize, unsigned int connectionLimit, unsigned int connectionTimeoutSeconds,
     size_t connectionMemoryLimit) {
     struct MHD_OptionItem options[] = {
+        // First, so that libmicrohttpd's messages about the options themselves go to it too.
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)logger, loggerContext},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, completedContext},
         {MHD_OPTION_THREAD_POOL_SIZE, threadPoolSize, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, connectionLimit, NULL},
@@ -33,7 +36,7 @@ static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
         {MHD_OPTION_END, 0, NULL},
     };
     if (address == NULL) {
-        options[7].option = MHD_OPTION_END;
+        options[8].option = MHD_OPTION_END;
     }
     return MHD_start_daemon(flags, port, NULL, NULL, handler, handlerContext, MHD_OPTION_ARRAY, options,
                             MHD_OPTION_END);

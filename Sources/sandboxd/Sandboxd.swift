@@ -25,14 +25,62 @@ struct Sandboxd: ParsableCommand {
     @Option(help: "Cap and default for command timeouts, in seconds. Env SANDBOX_EXEC_TIMEOUT_SECONDS. (default: 300)")
     var maxTimeout: Double?
 
+    @Option(
+        name: [.customLong("metadata-prefix"), .customLong("metadata-env-prefix")],
+        help:
+            "Prefix of the environment variables GET /v1/metadata serves. Env SANDBOX_METADATA_PREFIX. (default: SANDBOX_)"
+    )
+    var metadataPrefix: String?
+
+    @Option(
+        help:
+            "Bytes of stdout and of stderr /execute keeps per command; the rest is cut and marked. (default: 16777216)")
+    var maxOutputBytes: Int = 16 << 20
+
+    @Option(help: "Largest upload or file write body, in bytes; larger ones get 413. (default: unlimited)")
+    var maxUploadBytes: Int?
+
+    @Option(help: "Concurrent connections; more are refused. (default: 1024)")
+    var maxConnections: Int = 1024
+
+    @Option(help: "Seconds a connection may stay silent (idle keep-alive, or slow headers and bodies). (default: 60)")
+    var idleTimeout: Int = 60
+
+    @Option(
+        help: "Seconds running requests get to finish after SIGTERM/SIGINT before commands are ended. (default: 10)")
+    var shutdownTimeout: Double = 10
+
+    @Option(
+        help:
+            "Require 'Authorization: Bearer <token>' on every endpoint but GET /. Env SANDBOX_API_TOKEN. (default: none)"
+    )
+    var token: String?
+
+    @Option(help: "Log lines as 'text' or 'json' (one JSON object per line). (default: text)")
+    var logFormat: LogFormat = .text
+
+    enum LogFormat: String, ExpressibleByArgument {
+        case text, json
+    }
+
     func validate() throws {
         if let maxTimeout, !(maxTimeout.isFinite && maxTimeout > 0) {
             throw ValidationError("--max-timeout must be a number of seconds greater than 0")
         }
+        guard maxOutputBytes > 0 else { throw ValidationError("--max-output-bytes must be greater than 0") }
+        if let maxUploadBytes, maxUploadBytes < 0 { throw ValidationError("--max-upload-bytes must not be negative") }
+        guard maxConnections > 0 else { throw ValidationError("--max-connections must be greater than 0") }
+        guard idleTimeout > 0 else { throw ValidationError("--idle-timeout must be greater than 0") }
+        guard shutdownTimeout >= 0, shutdownTimeout.isFinite else {
+            throw ValidationError("--shutdown-timeout must be a number of seconds, 0 or more")
+        }
     }
 
     func run() throws {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        switch logFormat {
+        case .text: LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        case .json: LoggingSystem.bootstrap(JSONLogHandler.init)
+        }
         let logger = Logger(label: "sandboxd")
         let environment = ProcessInfo.processInfo.environment
         func env(_ name: String) -> String? {
@@ -49,6 +97,7 @@ struct Sandboxd: ParsableCommand {
             logger.warning("Ignoring invalid SANDBOX_PORT=\(raw); using \(options.port)")
         }
         options.root = root ?? env("SANDBOX_BASE_DIR") ?? options.root
+        options.metadataPrefix = metadataPrefix ?? env("SANDBOX_METADATA_PREFIX") ?? options.metadataPrefix
         if let maxTimeout {
             options.maxTimeout = maxTimeout
         } else if let raw = env("SANDBOX_EXEC_TIMEOUT_SECONDS") {
@@ -58,6 +107,13 @@ struct Sandboxd: ParsableCommand {
                 logger.warning("Ignoring invalid SANDBOX_EXEC_TIMEOUT_SECONDS=\(raw); using default of 300 seconds")
             }
         }
+
+        options.maxOutputBytes = maxOutputBytes
+        options.maxUploadBytes = maxUploadBytes
+        options.maxConnections = maxConnections
+        options.idleTimeout = idleTimeout
+        options.shutdownTimeout = shutdownTimeout
+        options.token = token ?? env("SANDBOX_API_TOKEN")
 
         TerminationSignals.install()
         let server: SandboxServer

@@ -4,21 +4,21 @@ extension LegacyAPI {
     /// `POST /execute`: runs the command and answers when it has exited and its output is drained.
     func execute(_ request: HTTPRequest) -> Reply {
         let pending = PendingResponse()
-        let output = Mutex((stdout: [UInt8](), stderr: [UInt8]()))
+        let output = Mutex(CapturedOutput(limit: maxOutputBytes))
         let launch: Launch
         do {
             launch = try self.launch(request) { timeout in
                 { event in
                     switch event {
-                    case .stdout(let bytes): output.withLock { $0.stdout += bytes }
-                    case .stderr(let bytes): output.withLock { $0.stderr += bytes }
+                    case .stdout(let bytes): output.withLock { $0.append(bytes, toStdout: true) }
+                    case .stderr(let bytes): output.withLock { $0.append(bytes, toStdout: false) }
                     case .exit(let termination):
-                        var (stdout, stderr) = output.withLock { ($0.stdout, $0.stderr) }
+                        var captured = output.withLock { $0.take() }
                         if termination.timedOut {
-                            if !stderr.isEmpty && stderr.last != 0x0A { stderr.append(0x0A) }
-                            stderr += Array(Self.timeoutMessage(timeout).utf8)
+                            if !captured.stderr.isEmpty && captured.stderr.last != 0x0A { captured.stderr.append(0x0A) }
+                            captured.stderr += Array(Self.timeoutMessage(timeout).utf8)
                         }
-                        pending.complete(.json(Self.executeResult(stdout, stderr, termination)))
+                        pending.complete(.json(Self.executeResult(consume captured, termination)))
                     }
                 }
             }
@@ -30,7 +30,8 @@ extension LegacyAPI {
             pending.onClientGone { command.cancel() }
             return .pending(pending)
         case .failed(let message, let exitCode):
-            return .response(.json(Self.executeResult([], Array(message.utf8), Termination(exitCode: exitCode))))
+            let captured = CapturedOutput(limit: 0, stderr: Array(message.utf8))
+            return .response(.json(Self.executeResult(captured, Termination(exitCode: exitCode))))
         }
     }
 
@@ -64,6 +65,7 @@ extension LegacyAPI {
         switch launch {
         case .started(let command):
             stream.onClientGone { command.cancel() }
+            stream.setFlowControl(pause: command.pauseOutput, resume: command.resumeOutput)
         case .failed(let message, let exitCode):
             stream.send(event: "error", data: message)
             Self.sendDone(Termination(exitCode: exitCode), to: stream)
@@ -98,6 +100,9 @@ extension LegacyAPI {
             return .failed(message: "Failed to execute command: \(error)", exitCode: 1)
         }
         guard !argv.isEmpty else { return .failed(message: "Failed to execute command: empty command", exitCode: 1) }
+        guard !argv.contains(where: { $0.utf8.contains(0) }) else {
+            return .failed(message: "Failed to execute command: embedded null byte", exitCode: 1)
+        }
         let timeout = min(body.timeout ?? maxTimeout, maxTimeout)
         let spec = CommandSpec(argv: argv, cwd: root.path, environment: environment, timeout: timeout)
         do {
@@ -120,12 +125,70 @@ extension LegacyAPI {
         return "Command timed out after \(text) seconds"
     }
 
-    static func executeResult(_ stdout: [UInt8], _ stderr: [UInt8], _ termination: Termination) -> JSONValue {
-        [
-            "stdout": .string(String(decoding: stdout, as: UTF8.self)),
-            "stderr": .string(String(decoding: stderr, as: UTF8.self)),
-            "exit_code": .number(Double(termination.exitCode)),
-            "timed_out": .bool(termination.timedOut),
+    /// The answer of `/execute`. Consumes `output`: each stream's bytes are released as soon as they are text, so
+    /// a command at the output cap costs its bytes once, not twice over.
+    static func executeResult(_ output: consuming CapturedOutput, _ termination: Termination) -> JSONValue {
+        let truncated = output.truncated
+        let stdout = String(decoding: output.stdout, as: UTF8.self)
+        output.stdout = []
+        let stderr = String(decoding: output.stderr, as: UTF8.self)
+        output.stderr = []
+        var members: [(String, JSONValue)] = [
+            ("stdout", .string(stdout)),
+            ("stderr", .string(stderr)),
+            ("exit_code", .number(Double(termination.exitCode))),
+            ("timed_out", .bool(termination.timedOut)),
         ]
+        // Only when it happened, so an ordinary answer keeps the reference's exact shape.
+        if truncated { members.append(("truncated", .bool(true))) }
+        return .object(members)
+    }
+}
+
+/// The output `/execute` keeps, at most `limit` bytes per stream; the command keeps running (and its pipes keep
+/// being drained) past it, and the cut is marked in the text.
+struct CapturedOutput {
+    let limit: Int
+    var stdout: [UInt8] = []
+    var stderr: [UInt8] = []
+    private(set) var truncated = false
+    private var stdoutCut = false
+    private var stderrCut = false
+
+    init(limit: Int, stderr: [UInt8] = []) {
+        self.limit = limit
+        self.stderr = stderr
+    }
+
+    mutating func append(_ bytes: [UInt8], toStdout: Bool) {
+        if toStdout {
+            Self.append(bytes, to: &stdout, cut: &stdoutCut, limit: limit)
+        } else {
+            Self.append(bytes, to: &stderr, cut: &stderrCut, limit: limit)
+        }
+        truncated = stdoutCut || stderrCut
+    }
+
+    /// Takes the captured output, with a marker where a stream was cut.
+    mutating func take() -> CapturedOutput {
+        let marker = Array("\n[output truncated: more than \(limit) bytes]\n".utf8)
+        if stdoutCut { stdout += marker }
+        if stderrCut { stderr += marker }
+        defer { self = CapturedOutput(limit: limit) }
+        return self
+    }
+
+    private static func append(_ bytes: [UInt8], to buffer: inout [UInt8], cut: inout Bool, limit: Int) {
+        guard !cut else { return }
+        // Past 1 MiB, make room for the whole cap (and the marker) at once: growing by doubling would copy
+        // the buffer again and again and could leave twice the cap allocated.
+        if buffer.count < 1 << 20 && buffer.count + bytes.count >= 1 << 20 { buffer.reserveCapacity(limit + 64) }
+        let room = limit - buffer.count
+        if bytes.count <= room {
+            buffer += bytes
+        } else {
+            buffer += bytes.prefix(max(0, room))
+            cut = true
+        }
     }
 }

@@ -7,7 +7,8 @@ extension LegacyAPI {
         let notFound = APIError.message(404, "File not found")
         let resolved: String
         do { resolved = try resolve(path) } catch { return .failure(error) }
-        let fd = open(resolved, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, on a polling thread.
+        let fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { return .failure(notFound) }
         var info = stat()
         guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
@@ -66,6 +67,10 @@ extension LegacyAPI {
         guard !relative.isEmpty, last != ".", last != "..", !relative.hasSuffix("/") else {
             throw .message(400, "Invalid filename '\(filename)': it must name a file")
         }
+        // Checked before anything is created: a name the filesystem would refuse must not leave directories behind.
+        guard relative.utf8.count < Int(PATH_MAX) - root.path.utf8.count,
+            !relative.split(separator: "/").contains(where: { $0.utf8.count > Int(NAME_MAX) })
+        else { throw .message(400, "Invalid filename '\(filename.prefix(100))…': too long") }
         let destination = try resolve(relative)
         guard destination != root.path else {
             throw .message(400, "Invalid filename '\(filename)': it must name a file")
@@ -102,6 +107,7 @@ extension LegacyAPI {
         case .notADirectory: .message(400, "File upload failed: a parent of the destination is not a directory")
         case .isADirectory: .message(400, "File upload failed: the destination is a directory")
         case .notFound: .message(400, "File upload failed: the destination directory does not exist")
+        case .nameTooLong: .message(400, "File upload failed: file name too long")
         case .other(let message): .message(500, "File upload failed: \(message)")
         }
     }

@@ -7,12 +7,18 @@ public struct LegacyAPI: Sendable {
     let maxTimeout: Double
     /// The environment every command gets, as `KEY=value`.
     let environment: [String]
+    /// Bytes of stdout and of stderr `/execute` keeps per command.
+    let maxOutputBytes: Int
 
-    public init(root: SandboxRoot, runner: CommandRunner, maxTimeout: Double, environment: [String]) {
+    public init(
+        root: SandboxRoot, runner: CommandRunner, maxTimeout: Double, environment: [String],
+        maxOutputBytes: Int = 16 << 20
+    ) {
         self.root = root
         self.runner = runner
         self.maxTimeout = maxTimeout
         self.environment = environment
+        self.maxOutputBytes = maxOutputBytes
     }
 
     public func register(in router: inout Router) {

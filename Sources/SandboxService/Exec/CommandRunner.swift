@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import Glibc
 import Synchronization
@@ -9,14 +8,30 @@ public struct CommandSpec: Sendable {
     public var cwd: String
     /// `KEY=value` strings, the whole environment of the child.
     public var environment: [String]
-    /// Seconds before the process group is killed; `nil` runs without a limit.
+    /// Seconds before the process tree is killed; `nil` runs without a limit.
     public var timeout: Double?
+    /// Give the command a pipe on stdin (written with `RunningCommand.writeStdin`) instead of `/dev/null`.
+    public var stdin = false
+    /// Run the command on a new pseudo-terminal of this size, as its controlling terminal; stdout then carries
+    /// everything the terminal shows and stdin is the keyboard.
+    public var terminal: TerminalSize?
 
     public init(argv: [String], cwd: String, environment: [String], timeout: Double?) {
         self.argv = argv
         self.cwd = cwd
         self.environment = environment
         self.timeout = timeout
+    }
+}
+
+/// A terminal's size in character cells.
+public struct TerminalSize: Sendable, Equatable {
+    public var columns: UInt16
+    public var rows: UInt16
+
+    public init(columns: UInt16, rows: UInt16) {
+        self.columns = columns
+        self.rows = rows
     }
 }
 
@@ -59,66 +74,81 @@ public enum CommandEvent: Sendable {
 
 /// Runs commands and reports their output and termination as events. Knows nothing of HTTP.
 public final class CommandRunner: Sendable {
-    /// Serial queue for every pipe read, timer and event of every command: event handlers never block,
-    /// so one queue (one thread at a time) serves any number of commands.
-    let queue = DispatchQueue(label: "sandboxd.commands")
-    /// How long output is still collected after the main process exited, for descendants that hold the pipes.
+    /// One thread for every pipe read, timer and event of every command: handlers never block, so one loop serves
+    /// any number of commands, and each command's events come out in order.
+    let loop = IOLoop(name: "sandboxd-io")
+    /// Seconds output is still collected after the main process exited, for descendants that hold the pipes.
     /// Long enough to drain what was already written, short enough that a background `sleep &` never holds a reply.
-    let drainGrace: DispatchTimeInterval = .milliseconds(100)
+    let drainGrace = 0.1
+    /// Marks every process a command starts (children inherit it), so a tree can be found and killed even after
+    /// parts of it moved to a new session or were re-parented: `ProcessTree.marker` + `<server>-<command>`.
+    let markerPrefix: String
+    private let running = Mutex<(next: UInt64, commands: [UInt64: RunningCommand])>((0, [:]))
 
-    public init() {}
+    public init() {
+        markerPrefix = "\(ProcessTree.marker)=\(String(UInt64.random(in: 1...UInt64.max), radix: 36))-"
+    }
+
+    private let timeouts = Atomic<Int>(0)
+
+    /// Commands that have not finished.
+    public var runningCount: Int { running.withLock { $0.commands.count } }
+
+    /// Commands killed by their timeout since the runner started.
+    public var timedOutCount: Int { timeouts.load(ordering: .relaxed) }
+
+    func countTimeout() { timeouts.add(1, ordering: .relaxed) }
 
     /// Starts `spec`; `sink` receives its events on the runner's queue, ending with exactly one `.exit`.
     public func start(_ spec: CommandSpec, sink: @escaping @Sendable (CommandEvent) -> Void) throws(SpawnError)
         -> RunningCommand
     {
-        let command = RunningCommand(runner: self, sink: sink)
-        var readEnds: (stdout: Int32, stderr: Int32) = (-1, -1)
+        let serial = running.withLock { state -> UInt64 in
+            state.next += 1
+            return state.next
+        }
+        let marker = markerPrefix + String(serial)
+        let command = RunningCommand(runner: self, serial: serial, marker: marker, sink: sink)
+        var environment = spec.environment
+        environment.append(marker)
+        var streams = ChildStreams()
         let pid = try ChildReaper.shared.spawn(
             { () throws(SpawnError) -> pid_t in
-                let stdout = try makePipe()
-                let stderr: (read: Int32, write: Int32)
-                do throws(SpawnError) { stderr = try makePipe() } catch {
-                    closePair(stdout)
-                    throw error
-                }
-                defer {
-                    close(stdout.write)
-                    close(stderr.write)
-                }
+                // Pipes are made under the spawn lock, so no concurrent spawn inherits them before FD_CLOEXEC.
+                streams = try ChildStreams(stdinPipe: spec.stdin, terminal: spec.terminal)
                 do throws(SpawnError) {
-                    let descriptors = ChildDescriptors(
-                        stdin: Self.devNull, stdout: stdout.write, stderr: stderr.write)
                     let pid = try spawnProcess(
-                        argv: spec.argv, cwd: spec.cwd, environment: spec.environment, descriptors: descriptors)
-                    readEnds = (stdout.read, stderr.read)
+                        argv: spec.argv, cwd: spec.cwd, environment: environment, streams: streams)
+                    streams.closeChildEnds()
                     return pid
                 } catch {
-                    close(stdout.read)
-                    close(stderr.read)
+                    streams.closeAll()
                     throw error
                 }
             },
             onExit: { status in command.processExited(status: status) })
-        command.started(pid: pid, stdout: readEnds.stdout, stderr: readEnds.stderr, timeout: spec.timeout)
+        running.withLock { $0.commands[serial] = command }
+        command.started(pid: pid, streams: streams, timeout: spec.timeout)
         return command
     }
 
-    /// Every command's stdin; opened once and kept for the server's lifetime.
+    func finished(_ command: RunningCommand) {
+        running.withLock { _ = $0.commands.removeValue(forKey: command.serial) }
+    }
+
+    /// Ends every command: SIGTERM to each tree, then SIGKILL to what is left after `grace`, and finally to every
+    /// process this runner ever started that still lives (background descendants included). Blocks the caller
+    /// (shutdown only) until the commands have ended, at most `grace` + 2 s.
+    public func terminateAll(grace: Double) {
+        let commands = running.withLock { Array($0.commands.values) }
+        commands.forEach { $0.killTree(signal: SIGTERM) }
+        let deadline = Date().addingTimeInterval(grace)
+        while runningCount > 0 && Date() < deadline { usleep(10_000) }
+        ProcessTree.kill(markerPrefix: markerPrefix, signal: SIGKILL)
+        let hardDeadline = Date().addingTimeInterval(2)
+        while runningCount > 0 && Date() < hardDeadline { usleep(10_000) }
+    }
+
+    /// Every command's stdin unless it asked for a pipe; opened once and kept for the server's lifetime.
     static let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
-
-    private func makePipe() throws(SpawnError) -> (read: Int32, write: Int32) {
-        var fds: [Int32] = [0, 0]
-        // Called under the spawn lock, so no other spawn can inherit the pipe before FD_CLOEXEC is set.
-        guard pipe(&fds) == 0 else { throw .failed("pipe", errno) }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
-        return (fds[0], fds[1])
-    }
-
-    private func closePair(_ pair: (read: Int32, write: Int32)) {
-        close(pair.read)
-        close(pair.write)
-    }
 }

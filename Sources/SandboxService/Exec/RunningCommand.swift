@@ -1,4 +1,3 @@
-import Dispatch
 import Glibc
 import Synchronization
 
@@ -9,73 +8,148 @@ public final class RunningCommand: Sendable {
         var pid: pid_t = 0
         /// Pipes are being watched; the exit may be reaped before this, and must not end the command early.
         var started = false
-        var sources: [Source<DispatchSourceRead>] = []
-        var openPipes = 0
+        var outputs: [Output] = []
+        var outputPaused = false
         var waitStatus: Int32?
         var timedOut = false
         var finished = false
-        var timers: [Source<DispatchSourceTimer>] = []
+        var timers: [UInt64] = []
         var graceScheduled = false
+        var stdin = StdinState()
+        var terminal: Int32 = -1
+    }
+
+    /// A pipe (or terminal) the command writes to, watched until EOF.
+    private struct Output {
+        var fd: Int32
+        var token: UInt64
+        var isStdout: Bool
+        var open = true
+    }
+
+    /// Bytes written to stdin but not yet accepted by the pipe, and whether EOF was asked for.
+    private struct StdinState {
+        var fd: Int32 = -1
+        var pending: [UInt8] = []
+        /// Registered for writability while the pipe is full.
+        var token: UInt64 = 0
+        var waiting = false
+        var closeRequested = false
+    }
+
+    public enum StdinError: Error, Sendable {
+        /// The command was started without a stdin pipe, or its stdin was already closed.
+        case notOpen
+        /// More than `maxPendingStdin` bytes are waiting for the command to read them.
+        case full
     }
 
     private let runner: CommandRunner
+    let serial: UInt64
+    /// The `SANDBOXD_TREE=…` entry of this command's processes.
+    let marker: String
     private let sink: @Sendable (CommandEvent) -> Void
     private let state = Mutex(State())
     /// Bytes read per pipe event: large enough for throughput, small enough to interleave many commands fairly.
     private static let readSize = 64 * 1024
+    /// Stdin bytes buffered for a command that does not read: beyond this, writes are refused.
+    public static let maxPendingStdin = 8 << 20
 
-    init(runner: CommandRunner, sink: @escaping @Sendable (CommandEvent) -> Void) {
+    init(runner: CommandRunner, serial: UInt64, marker: String, sink: @escaping @Sendable (CommandEvent) -> Void) {
         self.runner = runner
+        self.serial = serial
+        self.marker = marker
         self.sink = sink
     }
 
     /// The process id of the command, which is also its process group id.
     public var pid: pid_t { state.withLock { $0.pid } }
 
-    /// Sends `signal` to the command's whole process group, while the command has not been reaped.
+    /// Sends `signal` to the command's process group, while the command has not been reaped.
     public func signal(_ signal: Int32) {
         state.withLock { state in
             if state.pid > 0 && state.waitStatus == nil { _ = kill(-state.pid, signal) }
         }
     }
 
-    /// Kills the process group: used when nobody is left to read the result.
-    public func cancel() { signal(SIGKILL) }
+    /// Kills the command's whole tree (process group, descendants, and processes that carry its marker in a new
+    /// session): used on timeout, when nobody is left to read the result, and at shutdown.
+    public func cancel() { killTree(signal: SIGKILL) }
 
-    func started(pid: pid_t, stdout: Int32, stderr: Int32, timeout: Double?) {
-        let queue = runner.queue
-        var sources: [DispatchSourceRead] = []
-        for (fd, isStdout) in [(stdout, true), (stderr, false)] {
-            let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-            source.setEventHandler { [self] in self.readAvailable(source: source, fd: fd, isStdout: isStdout) }
-            source.setCancelHandler { close(fd) }
-            sources.append(source)
+    func killTree(signal: Int32) {
+        let pid = state.withLock { $0.pid }
+        guard pid > 0 else { return }
+        ProcessTree.kill(root: pid, markerEntry: marker, signal: signal)
+    }
+
+    /// Stops reading the command's output (it blocks once the pipe is full) until `resumeOutput()`.
+    public func pauseOutput() { setOutputPaused(true) }
+
+    public func resumeOutput() { setOutputPaused(false) }
+
+    private func setOutputPaused(_ paused: Bool) {
+        let tokens = state.withLock { state -> [UInt64] in
+            guard state.outputPaused != paused, !state.finished else { return [] }
+            state.outputPaused = paused
+            return state.outputs.filter(\.open).map(\.token)
         }
-        var timer: DispatchSourceTimer?
-        if let timeout {
-            let t = DispatchSource.makeTimerSource(queue: queue)
-            t.schedule(deadline: .now() + timeout, leeway: .milliseconds(5))
-            t.setEventHandler { [self] in self.timeoutFired() }
-            timer = t
+        tokens.forEach { runner.loop.setActive($0, !paused) }
+    }
+
+    /// Queues bytes for the command's stdin; they are written in order as the command reads.
+    public func writeStdin(_ bytes: [UInt8]) throws(StdinError) {
+        try state.withLock { (state) throws(StdinError) in
+            guard state.stdin.fd >= 0, !state.stdin.closeRequested else { throw .notOpen }
+            guard state.stdin.pending.count + bytes.count <= Self.maxPendingStdin else { throw .full }
+            state.stdin.pending += bytes
         }
+        runner.loop.async { [self] in flushStdin() }
+    }
+
+    /// Closes stdin once everything queued was written (EOF for the command). On a terminal it sends the EOF
+    /// character (Ctrl-D) instead, as a keyboard would.
+    public func closeStdin() throws(StdinError) {
+        let isTerminal = state.withLock { $0.terminal >= 0 }
+        if isTerminal { return try writeStdin([0x04]) }
+        try state.withLock { (state) throws(StdinError) in
+            guard state.stdin.fd >= 0, !state.stdin.closeRequested else { throw .notOpen }
+            state.stdin.closeRequested = true
+        }
+        runner.loop.async { [self] in flushStdin() }
+    }
+
+    /// Changes the terminal's size; false if the command has no terminal.
+    public func resize(to size: TerminalSize) -> Bool {
+        state.withLock { state in
+            guard state.terminal >= 0, !state.finished else { return false }
+            PseudoTerminal.resize(state.terminal, to: size)
+            return true
+        }
+    }
+
+    func started(pid: pid_t, streams: ChildStreams, timeout: Double?) {
+        let loop = runner.loop
+        // Registered under the lock, so a read event (on the loop thread) always finds its output recorded.
         state.withLock { state in
             state.pid = pid
             state.started = true
-            state.sources = sources.map(Source.init)
-            state.openPipes = sources.count
-            if let timer { state.timers.append(Source(timer)) }
+            for (fd, isStdout) in [(streams.stdout, true), (streams.stderr, false)] where fd >= 0 {
+                let token = loop.register(fd, events: Int16(POLLIN)) { [self] _ in self.readAvailable(fd: fd) }
+                state.outputs.append(Output(fd: fd, token: token, isStdout: isStdout))
+            }
+            state.stdin.fd = streams.stdin
+            state.terminal = streams.terminalPath == nil ? -1 : streams.stdout
+            if let timeout { state.timers.append(loop.after(timeout) { [self] in self.timeoutFired() }) }
         }
-        sources.forEach { $0.resume() }
-        timer?.resume()
         // The reaper may already have seen the exit; it could not act on it before the pipes were watched.
-        queue.async { [self] in
+        loop.async { [self] in
             scheduleGraceIfNeeded()
             finishIfDone()
         }
     }
 
     func processExited(status: Int32) {
-        runner.queue.async { [self] in
+        runner.loop.async { [self] in
             state.withLock { $0.waitStatus = status }
             scheduleGraceIfNeeded()
             finishIfDone()
@@ -83,57 +157,109 @@ public final class RunningCommand: Sendable {
     }
 
     private func timeoutFired() {
-        let pid = state.withLock { state -> pid_t in
-            guard state.waitStatus == nil, state.pid > 0 else { return 0 }
+        let expired = state.withLock { state -> Bool in
+            guard state.waitStatus == nil, state.pid > 0 else { return false }
             state.timedOut = true
-            return state.pid
+            return true
         }
-        if pid > 0 { kill(-pid, SIGKILL) }
+        if expired {
+            runner.countTimeout()
+            cancel()
+        }
     }
 
-    private func readAvailable(source: DispatchSourceRead, fd: Int32, isStdout: Bool) {
+    /// Writes what stdin has pending without blocking; waits for writability when the pipe is full. Loop thread.
+    private func flushStdin() {
+        let loop = runner.loop
+        state.withLock { state in
+            var stdin = state.stdin
+            defer { state.stdin = stdin }
+            guard stdin.fd >= 0 else { return }
+            while !stdin.pending.isEmpty {
+                let written = stdin.pending.withUnsafeBytes { write(stdin.fd, $0.baseAddress, $0.count) }
+                if written > 0 {
+                    stdin.pending.removeFirst(written)
+                } else if written < 0 && errno == EINTR {
+                    continue
+                } else if written < 0 && errno == EAGAIN {
+                    if stdin.token == 0 {
+                        stdin.token = loop.register(stdin.fd, events: Int16(POLLOUT)) { [self] _ in self.flushStdin() }
+                    } else if !stdin.waiting {
+                        loop.setActive(stdin.token, true)
+                    }
+                    stdin.waiting = true
+                    return
+                } else {
+                    // The command closed its stdin (EPIPE): nothing more can be delivered.
+                    stdin.pending = []
+                    stdin.closeRequested = true
+                }
+            }
+            if stdin.waiting {
+                stdin.waiting = false
+                loop.setActive(stdin.token, false)
+            }
+            if stdin.closeRequested {
+                Self.closeStdin(&stdin, loop: loop)
+            }
+        }
+    }
+
+    private static func closeStdin(_ stdin: inout StdinState, loop: IOLoop) {
+        if stdin.token != 0 { loop.unregister(stdin.token) }
+        if stdin.fd >= 0 { close(stdin.fd) }
+        stdin = StdinState()
+    }
+
+    /// Reads one chunk from an output; on EOF (or EIO from a terminal whose last user closed it) stops watching it.
+    /// Loop thread.
+    private func readAvailable(fd: Int32) {
         var buffer = [UInt8](repeating: 0, count: Self.readSize)
         let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, Self.readSize) }
         if count > 0 {
             buffer.removeSubrange(count...)
+            let isStdout = state.withLock { state in state.outputs.first { $0.fd == fd }?.isStdout ?? true }
             sink(isStdout ? .stdout(buffer) : .stderr(buffer))
         } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
-            closePipe(source)
+            closeOutput(fd: fd)
             finishIfDone()
         }
     }
 
-    private func closePipe(_ source: DispatchSourceRead) {
-        guard !source.isCancelled else { return }
-        source.cancel()
-        state.withLock { $0.openPipes -= 1 }
+    private func closeOutput(fd: Int32) {
+        let token = state.withLock { state -> UInt64? in
+            guard let index = state.outputs.firstIndex(where: { $0.fd == fd && $0.open }) else { return nil }
+            state.outputs[index].open = false
+            return state.outputs[index].token
+        }
+        guard let token else { return }
+        runner.loop.unregister(token)
+        close(fd)
     }
 
     /// After the main process exits, descendants may keep the pipes open for good; read what is already there
     /// once the grace expires, then stop listening.
     private func scheduleGraceIfNeeded() {
         let shouldSchedule = state.withLock { state -> Bool in
-            guard state.started, state.waitStatus != nil, state.openPipes > 0, !state.graceScheduled else {
+            guard state.started, state.waitStatus != nil, state.outputs.contains(where: \.open),
+                !state.graceScheduled
+            else {
                 return false
             }
             state.graceScheduled = true
             return true
         }
         guard shouldSchedule else { return }
-        let timer = DispatchSource.makeTimerSource(queue: runner.queue)
-        timer.schedule(deadline: .now() + runner.drainGrace, leeway: .milliseconds(5))
-        timer.setEventHandler { [self] in self.drainAndClose() }
-        state.withLock { $0.timers.append(Source(timer)) }
-        timer.resume()
+        let timer = runner.loop.after(runner.drainGrace) { [self] in self.drainAndClose() }
+        state.withLock { $0.timers.append(timer) }
     }
 
     private func drainAndClose() {
-        let sources = state.withLock { $0.sources.map(\.source) }
-        for (index, source) in sources.enumerated() where !source.isCancelled {
-            let fd = Int32(source.handle)
-            while !source.isCancelled {
-                readAvailable(source: source, fd: fd, isStdout: index == 0)
-                if !source.isCancelled && !hasPendingInput(fd) { closePipe(source) }
+        let fds = state.withLock { $0.outputs.filter(\.open).map(\.fd) }
+        for fd in fds {
+            while state.withLock({ $0.outputs.contains { $0.fd == fd && $0.open } }) {
+                readAvailable(fd: fd)
+                if !hasPendingInput(fd) { closeOutput(fd: fd) }
             }
         }
         finishIfDone()
@@ -145,22 +271,20 @@ public final class RunningCommand: Sendable {
     }
 
     private func finishIfDone() {
+        let loop = runner.loop
         let termination = state.withLock { state -> Termination? in
-            guard state.started, !state.finished, state.openPipes == 0, let status = state.waitStatus else {
-                return nil
-            }
+            guard state.started, !state.finished, !state.outputs.contains(where: \.open),
+                let status = state.waitStatus
+            else { return nil }
             state.finished = true
-            state.timers.forEach { $0.source.cancel() }
+            state.timers.forEach { loop.cancelTimer($0) }
             state.timers = []
-            state.sources = []
+            Self.closeStdin(&state.stdin, loop: loop)
+            state.terminal = -1
             return Termination(waitStatus: status, timedOut: state.timedOut)
         }
-        if let termination { sink(.exit(termination)) }
+        guard let termination else { return }
+        runner.finished(self)
+        sink(.exit(termination))
     }
-}
-
-/// Dispatch sources are thread-safe (their methods may be called from any thread) but not marked `Sendable`.
-struct Source<S>: @unchecked Sendable {
-    let source: S
-    init(_ source: S) { self.source = source }
 }

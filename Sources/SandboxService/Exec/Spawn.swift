@@ -28,20 +28,80 @@ public enum SpawnError: Error, Equatable, Sendable {
     }
 }
 
-/// The file descriptors a spawned child gets as 0, 1 and 2; each is closed in the parent by the caller.
-struct ChildDescriptors {
-    var stdin: Int32
-    var stdout: Int32
-    var stderr: Int32
+/// The descriptors a command is started with: the child's ends (closed in the server once it is spawned) and the
+/// server's ends (read for output, written for stdin). With a terminal, the child opens the terminal as 0, 1 and 2
+/// and the server reads and writes the terminal's master side.
+struct ChildStreams {
+    var childStdin = CommandRunner.devNull
+    var childStdout: Int32 = -1
+    var childStderr: Int32 = -1
+    var terminalPath: String?
+    /// Server ends; -1 when absent.
+    var stdin: Int32 = -1
+    var stdout: Int32 = -1
+    var stderr: Int32 = -1
+
+    init() {}
+
+    /// Creates the pipes (or terminal); every descriptor is close-on-exec, the server's read ends non-blocking.
+    init(stdinPipe: Bool, terminal: TerminalSize?) throws(SpawnError) {
+        do throws(SpawnError) {
+            if let terminal {
+                let pty = try PseudoTerminal(size: terminal)
+                terminalPath = pty.childPath
+                stdout = pty.master
+                stdin = dup(pty.master)
+                guard stdin >= 0 else { throw SpawnError.failed("dup", errno) }
+                setCloseOnExec(stdin)
+            } else {
+                (stdout, childStdout) = try makePipe(nonBlocking: .read)
+                (stderr, childStderr) = try makePipe(nonBlocking: .read)
+                if stdinPipe { (childStdin, stdin) = try makePipe(nonBlocking: .write) }
+            }
+        } catch {
+            closeAll()
+            throw error
+        }
+    }
+
+    /// After the spawn: the child has its copies.
+    func closeChildEnds() {
+        for fd in [childStdout, childStderr] where fd >= 0 { close(fd) }
+        if childStdin != CommandRunner.devNull && childStdin >= 0 { close(childStdin) }
+    }
+
+    func closeAll() {
+        closeChildEnds()
+        for fd in [stdin, stdout, stderr] where fd >= 0 { close(fd) }
+    }
+
+    private enum End { case read, write }
+
+    /// `pipe` with FD_CLOEXEC on both ends and O_NONBLOCK on the server's end. Called under the spawn lock, so no
+    /// other spawn can inherit the pipe before FD_CLOEXEC is set.
+    private func makePipe(nonBlocking end: End) throws(SpawnError) -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw .failed("pipe", errno) }
+        setCloseOnExec(fds[0])
+        setCloseOnExec(fds[1])
+        let serverEnd = end == .read ? fds[0] : fds[1]
+        _ = fcntl(serverEnd, F_SETFL, fcntl(serverEnd, F_GETFL) | O_NONBLOCK)
+        return (fds[0], fds[1])
+    }
 }
 
-/// Starts `argv` with `posix_spawnp` (the corresponding C function), as a new process group leader, in `cwd`, with
-/// default signal dispositions and an empty signal mask whatever the server itself ignores or blocks.
+func setCloseOnExec(_ fd: Int32) {
+    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+}
+
+/// Starts `argv` with `posix_spawnp` (the corresponding C function), in `cwd`, with default signal dispositions and
+/// an empty signal mask whatever the server itself ignores or blocks, and no descriptor but 0, 1 and 2. It leads a
+/// new process group, or with a terminal a new session whose controlling terminal that is.
 ///
 /// `posix_spawn` reports exec failures synchronously, which gives the 126/127 distinction without a shell.
-func spawnProcess(
-    argv: [String], cwd: String, environment: [String], descriptors: ChildDescriptors, newSession: Bool = false
-) throws(SpawnError) -> pid_t {
+func spawnProcess(argv: [String], cwd: String, environment: [String], streams: ChildStreams) throws(SpawnError)
+    -> pid_t
+{
     guard let program = argv.first else { throw .notFound("") }
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
@@ -57,7 +117,8 @@ func spawnProcess(
     posix_spawnattr_setsigdefault(&attributes, &allSignals)
     posix_spawnattr_setsigmask(&attributes, &noSignals)
     var flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK
-    if newSession {
+    if streams.terminalPath != nil {
+        // setsid runs before the file actions, so opening the terminal makes it the controlling terminal.
         flags |= posixSpawnSetSID
     } else {
         flags |= POSIX_SPAWN_SETPGROUP
@@ -68,12 +129,18 @@ func spawnProcess(
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, descriptors.stdin, 0)
-    posix_spawn_file_actions_adddup2(&actions, descriptors.stdout, 1)
-    posix_spawn_file_actions_adddup2(&actions, descriptors.stderr, 2)
+    if let terminal = streams.terminalPath {
+        posix_spawn_file_actions_addopen(&actions, 0, terminal, O_RDWR, 0)
+        posix_spawn_file_actions_adddup2(&actions, 0, 1)
+        posix_spawn_file_actions_adddup2(&actions, 0, 2)
+    } else {
+        posix_spawn_file_actions_adddup2(&actions, streams.childStdin, 0)
+        posix_spawn_file_actions_adddup2(&actions, streams.childStdout, 1)
+        posix_spawn_file_actions_adddup2(&actions, streams.childStderr, 2)
+    }
     _ = addChdirAction(&actions, cwd)
-    // Descriptors the server inherited or opened without FD_CLOEXEC (its own stdin-less parent's, for example)
-    // must not reach commands.
+    // Descriptors the server inherited or opened without FD_CLOEXEC (from whoever started it) must not reach
+    // commands.
     _ = addCloseFromAction(&actions, 3)
 
     var pid: pid_t = 0
@@ -97,29 +164,3 @@ private func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer
     defer { pointers.forEach { free($0) } }
     return body(pointers)
 }
-
-// glibc declares these only under _GNU_SOURCE, which Swift's Glibc module does not define.
-/// `POSIX_SPAWN_SETSID` from glibc's `<spawn.h>`.
-private let posixSpawnSetSID: Int32 = 0x80
-
-/// `posix_spawn_file_actions_addchdir_np` (glibc 2.29+), looked up once: it makes the child change directory
-/// between fork and exec, so the server never changes its own working directory.
-private let addChdirAction:
-    @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32 = {
-        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addchdir_np") else {
-            fatalError("glibc 2.29 or later is required (posix_spawn_file_actions_addchdir_np)")
-        }
-        return unsafeBitCast(
-            symbol,
-            to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32).self)
-    }()
-
-/// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34+): closes every descriptor from the given one up in the
-/// child.
-private let addCloseFromAction: @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32 = {
-    guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
-        fatalError("glibc 2.34 or later is required (posix_spawn_file_actions_addclosefrom_np)")
-    }
-    return unsafeBitCast(
-        symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
-}()

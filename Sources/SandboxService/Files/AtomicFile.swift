@@ -8,6 +8,7 @@ public enum FileError: Error, Equatable, Sendable {
     case isADirectory
     case noSpace
     case permissionDenied
+    case nameTooLong
     case other(String)
 
     init(errno code: Int32) {
@@ -17,6 +18,7 @@ public enum FileError: Error, Equatable, Sendable {
         case EISDIR: self = .isADirectory
         case ENOSPC, EDQUOT: self = .noSpace
         case EACCES, EPERM, EROFS: self = .permissionDenied
+        case ENAMETOOLONG: self = .nameTooLong
         default: self = .other(String(cString: strerror(code)))
         }
     }

@@ -28,6 +28,10 @@ public struct APIError: Error, Sendable {
     public static let notFound = APIError.detail(404, "Not Found")
     public static let bodyTooLarge = APIError.detail(413, "Request body too large")
 
+    public static func uploadTooLarge(_ limit: Int) -> APIError {
+        .detail(413, "Upload too large: the limit is \(limit) bytes")
+    }
+
     public var response: HTTPResponse {
         HTTPResponse(
             status: status, headers: [("Content-Type", "application/json")] + headers, body: .bytes(body.encoded()))

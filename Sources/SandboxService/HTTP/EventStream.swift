@@ -25,6 +25,10 @@ public final class EventStream: Sendable {
         var suspend: (@Sendable () -> Void)?
         var resume: (@Sendable () -> Void)?
         var onClientGone: (@Sendable () -> Void)?
+        /// The producer was asked to pause because the client reads slower than it writes.
+        var producerPaused = false
+        var pauseProducer: (@Sendable () -> Void)?
+        var resumeProducer: (@Sendable () -> Void)?
 
         var pending: Int { buffer.count - head }
 
@@ -72,8 +76,24 @@ public final class EventStream: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Buffered bytes beyond which the producer is paused, and below which it is resumed: enough to keep a fast
+    /// client busy, small enough that a slow client costs little memory.
+    static let highWater = 1 << 20
+    static let lowWater = 256 << 10
 
     public init() {}
+
+    /// Lets the stream pause its producer while the client is slow (backpressure) and resume it once drained.
+    public func setFlowControl(pause: @escaping @Sendable () -> Void, resume: @escaping @Sendable () -> Void) {
+        let pauseNow = state.withLock { state -> Bool in
+            state.pauseProducer = pause
+            state.resumeProducer = resume
+            guard !state.producerPaused, state.pending > Self.highWater else { return false }
+            state.producerPaused = true
+            return true
+        }
+        if pauseNow { pause() }
+    }
 
     /// Queues one event. `data` may hold newlines: each line becomes its own `data:` field, as SSE requires.
     public func send(event: String, data: String) {
@@ -100,9 +120,13 @@ public final class EventStream: Sendable {
     }
 
     func write(_ bytes: [UInt8]) {
-        state.withLock { state in
+        let pause = state.withLock { state -> (@Sendable () -> Void)? in
             if state.append(bytes) { state.resume?() }
+            guard !state.producerPaused, !state.finished, state.pending > Self.highWater else { return nil }
+            state.producerPaused = state.pauseProducer != nil
+            return state.pauseProducer
         }
+        pause?()
     }
 
     /// Connects the stream to its connection; until then writes are only buffered.
@@ -115,11 +139,15 @@ public final class EventStream: Sendable {
 
     /// The content reader: runs on the connection's polling thread.
     func read(into destination: UnsafeMutableRawBufferPointer) -> ReadResult {
-        state.withLock { state in
+        let (result, resume) = state.withLock { state -> (ReadResult, (@Sendable () -> Void)?) in
             let result = state.read(into: destination)
             if result == .parked { state.suspend?() }
-            return result
+            guard state.producerPaused, state.pending < Self.lowWater else { return (result, nil) }
+            state.producerPaused = false
+            return (result, state.resumeProducer)
         }
+        resume?()
+        return result
     }
 
     /// The client went away while the connection was suspended: stop the producer and end the stream, which

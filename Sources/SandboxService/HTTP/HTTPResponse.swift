@@ -2,8 +2,8 @@
 public struct HTTPResponse: Sendable {
     public enum Body: Sendable {
         case bytes([UInt8])
-        /// A regular file of `size` bytes, sent from the descriptor (sendfile); the response owns `fd`.
-        case file(fd: Int32, size: UInt64)
+        /// `size` bytes of a regular file from `offset`, sent from the descriptor (sendfile); the response owns `fd`.
+        case file(fd: Int32, offset: UInt64 = 0, size: UInt64)
         /// Server-Sent Events, written while the response is being sent.
         case stream(EventStream)
     }

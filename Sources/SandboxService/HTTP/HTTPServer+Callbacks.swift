@@ -1,5 +1,6 @@
 import CMicroHTTPD
 import Dispatch
+import Foundation
 import Glibc
 import Logging
 
@@ -32,6 +33,16 @@ extension HTTPServer {
         return strlen(string)
     }
 
+    /// libmicrohttpd's own diagnostics (refused connections at the limit, malformed requests, timeouts).
+    static let logError: MHD_LogCallback = { cls, format, arguments in
+        guard let cls, let format, let arguments else { return }
+        var buffer = [CChar](repeating: 0, count: 512)
+        _ = vsnprintf(&buffer, buffer.count, format, arguments)
+        let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
+        let message = String(cString: buffer).trimmingCharacters(in: .whitespacesAndNewlines)
+        server.logger.warning("libmicrohttpd: \(message)")
+    }
+
     /// Content reader of event streams: bytes, or park (return 0 after suspending), or end.
     static let streamReader: MHD_ContentReaderCallback = { cls, _, buffer, max in
         guard let cls, let buffer else { return -1 }
@@ -41,6 +52,12 @@ extension HTTPServer {
         case .parked: return 0
         case .end: return -1  // MHD_CONTENT_READER_END_OF_STREAM
         }
+    }
+
+    /// Releases the body retained when its response was created.
+    static let releaseBody: MHD_ContentReaderFreeCallback = { cls in
+        guard let cls else { return }
+        Unmanaged<ByteBox>.fromOpaque(cls).release()
     }
 
     /// Releases the stream retained when its response was created.
@@ -53,19 +70,21 @@ extension HTTPServer {
     private static let collectValue: MHD_KeyValueIterator = { cls, _, key, value in
         guard let cls, let key else { return .YES }
         let box = Unmanaged<ValueBox>.fromOpaque(cls).takeUnretainedValue()
-        box.values[box.decode(String(cString: key))] = value.map { box.decode(String(cString: $0)) } ?? ""
+        box.values[box.decodeKey(String(cString: key))] = value.map { box.decodeValue(String(cString: $0)) } ?? ""
         return .YES
     }
 
     private final class ValueBox {
         var values: [String: String] = [:]
-        /// Header names are lower-cased; query keys and values are percent-decoded (NUL bytes become U+FFFD).
-        let decode: (String) -> String
+        /// Header names are lower-cased and their values kept as sent; query keys and values are percent-decoded
+        /// (NUL bytes become U+FFFD).
+        let decodeKey: (String) -> String
+        let decodeValue: (String) -> String
 
         init(kind: MHD_ValueKind) {
-            decode =
-                kind == .HEADER_KIND
-                ? { $0.lowercased() } : { String(decoding: PercentDecoding.decode($0) ?? [], as: UTF8.self) }
+            let percentDecode = { String(decoding: PercentDecoding.decode($0) ?? [], as: UTF8.self) }
+            decodeKey = kind == .HEADER_KIND ? { $0.lowercased() } : percentDecode
+            decodeValue = kind == .HEADER_KIND ? { $0 } : percentDecode
         }
     }
 
@@ -87,8 +106,8 @@ extension HTTPServer {
         guard let pointer = requestContext.pointee else {
             let context = begin(connection: connection, url: String(cString: url), method: String(cString: method))
             requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
-            if let error = context.bodyError, context.body.isEmpty, !context.dispatched {
-                // Content-Length already says the body is too large: answer before reading it.
+            if let error = context.bodyError ?? context.earlyFailure, !context.dispatched {
+                // Refused from the head alone (too large, not authenticated): answer before reading the body.
                 context.dispatched = true
                 return queue(error.response, on: connection, for: context)
             }
@@ -122,18 +141,56 @@ extension HTTPServer {
             return RequestContext(method: method, path: url, match: .failure(.detail(400, "Invalid path")))
         }
         let path = String(decoding: bytes, as: UTF8.self)
+        if let token = configuration.bearerToken, !(path == "/" && (method == "GET" || method == "HEAD")) {
+            let given = MHD_lookup_connection_value(connection, .HEADER_KIND, "Authorization").map {
+                String(cString: $0)
+            }
+            guard let given, BearerToken.matches(given, expected: token) else {
+                let error = APIError.detail(401, "Not authenticated", headers: [("WWW-Authenticate", "Bearer")])
+                return RequestContext(method: method, path: path, match: .failure(error), earlyAnswer: true)
+            }
+        }
         let match = router.match(method: method, path: path)
         let context = RequestContext(method: method, path: path, match: match)
-        guard case .route(let route, _) = match else { return context }
-        switch route.body {
-        case .buffered(let limit):
-            let length = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length")
-                .flatMap { Int(String(cString: $0)) }
-            if let length, length > limit { context.bodyError = .bodyTooLarge }
-        case .upload(let field, let open):
-            context.upload = UploadReceiver(connection: connection, field: field, open: open)
+        context.uploadLimit = configuration.maxUploadBytes
+        guard case .route(let route, let parameter) = match else { return context }
+        var mode = route.body
+        do throws(APIError) {
+            while case .perRequest(let choose) = mode {
+                mode = try choose(
+                    HTTPRequest(
+                        method: method, path: path, pathParameter: parameter,
+                        headers: values(of: connection, kind: .HEADER_KIND),
+                        query: values(of: connection, kind: .GET_ARGUMENT_KIND)))
+            }
+            switch mode {
+            case .buffered(let limit):
+                let length = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length")
+                    .flatMap { Int(String(cString: $0)) }
+                if let length, length > limit { context.bodyError = .bodyTooLarge }
+            case .upload(let field, let open):
+                try Self.checkDeclaredLength(connection, limit: configuration.maxUploadBytes)
+                context.upload = UploadReceiver(connection: connection, field: field, open: open)
+            case .stream(let open):
+                try Self.checkDeclaredLength(connection, limit: configuration.maxUploadBytes)
+                context.sink = try open()
+            case .perRequest:
+                break
+            }
+        } catch {
+            context.bodyError = error
+            context.earlyAnswer = true
         }
+        context.bodyMode = mode
         return context
+    }
+
+    /// A body whose `Content-Length` is over the limit is refused before it is read.
+    private static func checkDeclaredLength(_ connection: OpaquePointer, limit: Int?) throws(APIError) {
+        guard let limit else { return }
+        let length = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length")
+            .flatMap { Int(String(cString: $0)) }
+        if let length, length > limit { throw APIError.uploadTooLarge(limit) }
     }
 
     private func dispatch(_ context: RequestContext, connection: OpaquePointer) -> Reply {
@@ -141,8 +198,7 @@ extension HTTPServer {
         case .failure(let error): return .response(error.response)
         case .route(let route, let parameter):
             if let error = context.bodyError { return .response(error.response) }
-            let outcome = context.upload?.finish()
-            context.upload = nil
+            let outcome = context.finishBody()
             let request = HTTPRequest(
                 method: context.method, path: context.path, pathParameter: parameter,
                 headers: values(of: connection, kind: .HEADER_KIND),
@@ -158,13 +214,20 @@ extension HTTPServer {
         context.status = response.status
         let created: OpaquePointer?
         switch response.body {
+        case .bytes(let bytes) where bytes.count > 64 * 1024:
+            // Large bodies are handed over without a copy: the box keeps the array's storage alive (and unchanged)
+            // until libmicrohttpd calls `releaseBody`.
+            let box = Unmanaged.passRetained(ByteBox(bytes))
+            created = MHD_create_response_from_buffer_with_free_callback_cls(
+                bytes.count, box.takeUnretainedValue().base, HTTPServer.releaseBody, box.toOpaque())
+            if created == nil { box.release() }
         case .bytes(let bytes):
             created = bytes.withUnsafeBytes { buffer in
                 MHD_create_response_from_buffer(
                     buffer.count, UnsafeMutableRawPointer(mutating: buffer.baseAddress), .RESPMEM_MUST_COPY)
             }
-        case .file(let fd, let size):
-            created = MHD_create_response_from_fd64(size, fd)
+        case .file(let fd, let offset, let size):
+            created = MHD_create_response_from_fd_at_offset64(size, fd, offset)
             if created == nil { close(fd) }
         case .stream(let stream):
             let handle = ConnectionHandle(raw: connection)
@@ -185,6 +248,8 @@ extension HTTPServer {
         for (name, value) in response.headers {
             MHD_add_response_header(created, name, value)
         }
+        MHD_add_response_header(created, "X-Request-Id", context.requestID)
+        if case .file(_, _, let size) = response.body { context.fileBytes = size }
         let result = MHD_queue_response(connection, UInt32(response.status), created)
         MHD_destroy_response(created)
         return result
@@ -196,10 +261,35 @@ extension HTTPServer {
             unregister(pending)
         }
         if let stream = context.stream { unregister(stream) }
-        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - context.started.uptimeNanoseconds) / 1e6
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - context.started.uptimeNanoseconds) / 1e9
+        metrics.observe(route: context.routeLabel, method: context.method, status: context.status, seconds: seconds)
+        if context.bytesReceived > 0 && context.bodyMode.isStreamed { metrics.addUploaded(context.bytesReceived) }
+        if cleanly && context.fileBytes > 0 { metrics.addDownloaded(context.fileBytes) }
         let status = context.status == 0 ? "-" : String(context.status)
-        let duration = String(format: "%.1fms", elapsed)
-        logger.info("\(context.method) \(context.path) \(status) \(duration)\(cleanly ? "" : " (connection closed)")")
+        let duration = String(format: "%.1fms", seconds * 1000)
+        logger.info(
+            "\(context.method) \(context.path) \(status) \(duration)\(cleanly ? "" : " (connection closed)")",
+            metadata: [
+                "request_id": "\(context.requestID)", "method": "\(context.method)", "path": "\(context.path)",
+                "status": "\(context.status)", "duration_ms": "\(String(format: "%.3f", seconds * 1000))",
+            ])
+    }
+}
+
+/// Bearer-token comparison for `--token`.
+enum BearerToken {
+    /// True if `header` is `Bearer <expected>`. The token comparison takes the same time whatever the first
+    /// differing byte, so response times tell nothing about the token.
+    static func matches(_ header: String, expected: String) -> Bool {
+        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
+        let given = Array(parts[1].utf8)
+        let wanted = Array(expected.utf8)
+        var difference = UInt8(given.count == wanted.count ? 0 : 1)
+        for index in 0..<wanted.count {
+            difference |= wanted[index] ^ (index < given.count ? given[index] : 0)
+        }
+        return difference == 0
     }
 }
 
@@ -240,5 +330,17 @@ struct SocketAddress {
 
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>) -> R) -> R {
         withUnsafeBytes(of: storage) { body($0.baseAddress!.assumingMemoryBound(to: sockaddr.self)) }
+    }
+}
+
+/// An immutable byte array whose storage libmicrohttpd reads while sending a response.
+final class ByteBox {
+    private let bytes: [UInt8]
+    /// The storage's address: stable, because the array is never mutated and lives as long as the box.
+    let base: UnsafeMutableRawPointer?
+
+    init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        base = bytes.withUnsafeBytes { UnsafeMutableRawPointer(mutating: $0.baseAddress) }
     }
 }

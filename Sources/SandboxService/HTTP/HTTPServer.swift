@@ -19,10 +19,15 @@ public final class HTTPServer: Sendable {
         public var idleTimeout: Int
         /// Seconds of silence on an event stream before a keep-alive comment is sent.
         public var keepAliveInterval: Double
+        /// When set, every request but `GET /` must carry `Authorization: Bearer <token>`.
+        public var bearerToken: String?
+        /// Cap on streamed (upload and file write) bodies, in bytes; nil for none.
+        public var maxUploadBytes: Int?
 
         public init(
-            host: String = "0.0.0.0", port: UInt16 = 8000, threads: Int = 2, connectionLimit: Int = 4096,
-            idleTimeout: Int = 60, keepAliveInterval: Double = 15
+            host: String = "0.0.0.0", port: UInt16 = 8000, threads: Int = 2, connectionLimit: Int = 1024,
+            idleTimeout: Int = 60, keepAliveInterval: Double = 15, bearerToken: String? = nil,
+            maxUploadBytes: Int? = nil
         ) {
             self.host = host
             self.port = port
@@ -30,6 +35,8 @@ public final class HTTPServer: Sendable {
             self.connectionLimit = connectionLimit
             self.idleTimeout = idleTimeout
             self.keepAliveInterval = keepAliveInterval
+            self.bearerToken = bearerToken
+            self.maxUploadBytes = maxUploadBytes
         }
     }
 
@@ -60,21 +67,25 @@ public final class HTTPServer: Sendable {
         var stopping = false
     }
 
+    let configuration: Configuration
     let router: Router
     let logger: Logger
+    let metrics: Metrics
     private let state = Mutex(State())
 
-    public init(router: Router, logger: Logger) {
+    public init(configuration: Configuration, router: Router, logger: Logger, metrics: Metrics) {
+        self.configuration = configuration
         self.router = router
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Starts listening and returns the bound port (useful with port 0). The socket accepts connections as soon as
     /// this returns.
-    public func start(_ configuration: Configuration) throws -> UInt16 {
+    public func start() throws -> UInt16 {
         var flags =
             MHD_USE_EPOLL_INTERNAL_THREAD.rawValue | MHD_USE_INTERNAL_POLLING_THREAD.rawValue
-            | MHD_ALLOW_SUSPEND_RESUME.rawValue
+            | MHD_ALLOW_SUSPEND_RESUME.rawValue | MHD_USE_ERROR_LOG.rawValue
         let address = try SocketAddress(host: configuration.host, port: configuration.port)
         if address.isIPv6 { flags |= MHD_USE_IPv6.rawValue }
         if configuration.host == "::" { flags |= MHD_USE_DUAL_STACK.rawValue }
@@ -83,6 +94,7 @@ public final class HTTPServer: Sendable {
             CMicroHTTPD_start_daemon(
                 flags, configuration.port, configuration.host == "::" ? nil : sockaddr,
                 HTTPServer.accessHandler, context, HTTPServer.completedHandler, context, HTTPServer.keepEscaped,
+                HTTPServer.logError, context,
                 UInt32(max(1, configuration.threads)), UInt32(configuration.connectionLimit),
                 UInt32(configuration.idleTimeout), 64 * 1024)
         }
@@ -132,6 +144,9 @@ public final class HTTPServer: Sendable {
     /// True once `stop()` began.
     public var isStopping: Bool { state.withLock { $0.stopping } }
 
+    /// Requests still being answered: waiting for a command, or streaming events.
+    public var activeRequests: Int { state.withLock { $0.streams.count + $0.pendings.count } }
+
     /// Once a second: keep-alive comments on silent streams, and a check for clients that went away. A suspended
     /// connection is not polled by libmicrohttpd, so without this a dead client would go unnoticed until the
     /// command ends.
@@ -176,4 +191,10 @@ public final class HTTPServer: Sendable {
     func unregister(_ pending: PendingResponse) {
         state.withLock { _ = $0.pendings.removeValue(forKey: ObjectIdentifier(pending)) }
     }
+}
+
+/// Dispatch sources are thread-safe (their methods may be called from any thread) but not marked `Sendable`.
+struct Source<S>: @unchecked Sendable {
+    let source: S
+    init(_ source: S) { self.source = source }
 }

@@ -33,11 +33,37 @@ public enum JSONValue: Sendable, Equatable {
         try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
     }
 
-    /// Compact UTF-8 JSON.
+    /// Compact UTF-8 JSON. The output is sized exactly before it is written, so a large document (a command's
+    /// captured output) costs one allocation of its final size.
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
+        out.reserveCapacity(encodedSize)
         write(to: &out)
         return out
+    }
+
+    private var encodedSize: Int {
+        switch self {
+        case .null: 4
+        case .bool(let value): value ? 4 : 5
+        case .number(let value): Self.format(value).utf8.count
+        case .string(let value): Self.stringSize(value)
+        case .array(let values): 2 + max(0, values.count - 1) + values.reduce(0) { $0 + $1.encodedSize }
+        case .object(let members):
+            2 + max(0, members.count - 1) + members.reduce(0) { $0 + Self.stringSize($1.0) + 1 + $1.1.encodedSize }
+        }
+    }
+
+    private static func stringSize(_ string: String) -> Int {
+        var size = 2
+        for byte in string.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09: size += 2
+            case 0..<0x20: size += 6
+            default: size += 1
+            }
+        }
+        return size
     }
 
     private func write(to out: inout [UInt8]) {

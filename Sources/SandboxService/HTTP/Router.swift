@@ -11,6 +11,25 @@ public enum BodyMode: Sendable {
     /// `multipart/form-data`: the part named `field` is streamed into the sink `open` returns for its filename;
     /// other parts are skipped.
     case upload(field: String, open: @Sendable (_ filename: String) throws(APIError) -> any UploadSink)
+    /// The raw body is streamed into the sink `open` returns, opened when the request's headers are in.
+    case stream(open: @Sendable () throws(APIError) -> any UploadSink)
+    /// Chosen per request from its head (method, path, headers, query; the body is not in yet), e.g. raw or multipart
+    /// by `Content-Type`. A thrown error is the answer, sent without reading the body.
+    case perRequest(@Sendable (HTTPRequest) throws(APIError) -> BodyMode)
+}
+
+extension BodyMode {
+    /// Streamed to disk (an upload or a file write), as opposed to buffered in memory.
+    var isStreamed: Bool {
+        switch self {
+        case .upload, .stream: true
+        case .buffered, .perRequest: false
+        }
+    }
+}
+
+extension Optional where Wrapped == BodyMode {
+    var isStreamed: Bool { self?.isStreamed ?? false }
 }
 
 /// Receives the bytes of one uploaded file.
@@ -24,6 +43,7 @@ public protocol UploadSink: AnyObject {
 
 /// How an upload went, as the handler sees it.
 public enum UploadOutcome: Sendable {
+    /// Committed; `filename` is the multipart part's, empty for a raw (`.stream`) body.
     case stored(filename: String)
     case missingField
     case failed(APIError)
@@ -50,6 +70,14 @@ public struct Router: Sendable {
             self.pattern = pattern
             self.body = body
             self.handler = handler
+        }
+
+        /// The pattern as text (`/download/{path}`), for metrics labels.
+        public var label: String {
+            switch pattern {
+            case .exact(let path): path
+            case .prefix(let prefix): prefix + "{path}"
+            }
         }
 
         func capture(_ path: String) -> String? {

@@ -11,6 +11,9 @@ final class UploadReceiver {
     private var error: APIError?
     /// Set once the chosen part ended (another part started); later parts of the same name are ignored.
     private var partClosed = false
+    /// The post processor stopped after the file part was complete (an epilogue after the closing boundary makes
+    /// libmicrohttpd fail); the rest of the body is ignored.
+    private var stopped = false
 
     /// Size of the post processor's buffer: a part's data reaches the sink in pieces of at most this size.
     private static let bufferSize = 64 * 1024
@@ -35,19 +38,18 @@ final class UploadReceiver {
     }
 
     func consume(_ chunk: UnsafeRawBufferPointer) {
-        guard error == nil, let processor, let base = chunk.baseAddress else { return }
-        if MHD_post_process(processor, base.assumingMemoryBound(to: CChar.self), chunk.count) == MHD_Result.NO,
-            error == nil
-        {
-            error = .detail(400, "Malformed multipart body")
-        }
+        guard error == nil, !stopped, let processor, let base = chunk.baseAddress else { return }
+        let accepted = MHD_post_process(processor, base.assumingMemoryBound(to: CChar.self), chunk.count)
+        guard accepted == MHD_Result.NO, error == nil else { return }
+        // The file part's data ends only at a boundary, so once it was opened a parse failure lies past its end.
+        if sink != nil { stopped = true } else { error = .detail(400, "Malformed multipart body") }
     }
 
     /// The body is complete: commit the file, or say why not.
     func finish() -> UploadOutcome {
         if let processor {
             self.processor = nil
-            if MHD_destroy_post_processor(processor) == MHD_Result.NO, error == nil {
+            if MHD_destroy_post_processor(processor) == MHD_Result.NO, error == nil, !stopped {
                 error = .detail(400, "Malformed or truncated multipart body")
             }
         }

@@ -13,6 +13,20 @@ public final class SandboxServer: Sendable {
         public var threads = 2
         /// Environment variables commands never see.
         public var secretVariables: Set<String> = ["SANDBOX_API_TOKEN"]
+        /// Prefix of the environment variables `GET /v1/metadata` serves; blank means `SANDBOX_`.
+        public var metadataPrefix = FilesV1API.defaultMetadataPrefix
+        /// Bytes of stdout and of stderr `/execute` keeps per command.
+        public var maxOutputBytes = 16 << 20
+        /// Cap on upload and file write bodies, in bytes; nil for none.
+        public var maxUploadBytes: Int?
+        /// Concurrent connections; more are refused.
+        public var maxConnections = 1024
+        /// Seconds an idle or slow connection (no bytes from the client) is kept.
+        public var idleTimeout = 60
+        /// Seconds running requests get to finish after SIGTERM before commands are terminated.
+        public var shutdownTimeout: Double = 10
+        /// When set, every endpoint but `GET /` needs `Authorization: Bearer <token>`.
+        public var token: String?
 
         public init() {}
     }
@@ -22,34 +36,80 @@ public final class SandboxServer: Sendable {
     public let root: SandboxRoot
     public let options: Options
     private let http: HTTPServer
+    private let runner = CommandRunner()
+    /// Background processes (`/v1/processes`); `terminateAll` ends them at shutdown, `runningCount` counts them.
+    public let processes: ProcessTable
+    private let metrics: Metrics
     private let logger: Logger
+    private let readiness = FilesV1API.Readiness()
 
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
         root = try SandboxRoot(path: options.root)
+        // Orphaned descendants of commands come to sandboxd (which reaps them) even when it is not PID 1.
+        becomeChildSubreaper()
         let environment = ProcessInfo.processInfo.environment
             .filter { !options.secretVariables.contains($0.key) }
             .map { "\($0.key)=\($0.value)" }
+        let runner = runner
+        metrics = Metrics {
+            [
+                ("sandboxd_processes_running", "Commands running now.", "gauge", Double(runner.runningCount)),
+                (
+                    "sandboxd_commands_timed_out_total", "Commands killed by their timeout.", "counter",
+                    Double(runner.timedOutCount)
+                ),
+            ]
+        }
         var router = Router()
-        LegacyAPI(root: root, runner: CommandRunner(), maxTimeout: options.maxTimeout, environment: environment)
-            .register(in: &router)
-        http = HTTPServer(router: router, logger: logger)
+        LegacyAPI(
+            root: root, runner: runner, maxTimeout: options.maxTimeout, environment: environment,
+            maxOutputBytes: options.maxOutputBytes
+        ).register(in: &router)
+        FilesV1API(root: root, metadataPrefix: options.metadataPrefix, readiness: readiness).register(in: &router)
+        processes = ProcessTable(runner: runner)
+        ProcessesAPI(table: processes, root: root, environment: environment).register(in: &router)
+        let metrics = metrics
+        router.add(
+            .init("GET", .exact("/metrics")) { _, _ in
+                .response(
+                    HTTPResponse(
+                        status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                        body: .bytes(Array(metrics.render().utf8))))
+            })
+        let configuration = HTTPServer.Configuration(
+            host: options.host, port: options.port, threads: options.threads, connectionLimit: options.maxConnections,
+            idleTimeout: options.idleTimeout, bearerToken: options.token, maxUploadBytes: options.maxUploadBytes)
+        http = HTTPServer(configuration: configuration, router: router, logger: logger, metrics: metrics)
     }
 
     /// Starts listening; returns the bound port.
     public func start() throws -> UInt16 {
-        let port = try http.start(
-            HTTPServer.Configuration(host: options.host, port: options.port, threads: options.threads))
+        let port = try http.start()
         let shownHost = options.host.contains(":") ? "[\(options.host)]" : options.host
         logger.info("sandboxd \(Self.version) listening on \(shownHost):\(port) root=\(root.path)")
         return port
     }
 
-    /// Stops accepting, ends waiting requests and streams, and stops the daemon.
+    /// Graceful stop: stop accepting connections (requests on open ones are still answered, `/v1/health` with 503),
+    /// let running requests finish for up to `shutdownTimeout`, then SIGTERM and, 2 s later, SIGKILL every command
+    /// tree still running (their clients get the resulting answer or `done` event), and stop the daemon.
     public func shutdown() {
+        readiness.markStopping()
         http.quiesce()
+        logger.info("shutting down: \(http.activeRequests) requests and \(runner.runningCount) commands running")
+        waitUntil(seconds: options.shutdownTimeout) { http.activeRequests == 0 }
+        runner.terminateAll(grace: 2)
+        // The answers of the commands just ended are on their way; give them a moment to leave.
+        waitUntil(seconds: 1) { http.activeRequests == 0 }
         http.stop()
         logger.info("sandboxd stopped")
+    }
+
+    /// Polls `done` until it holds or `seconds` pass. Only for shutdown, on the main thread.
+    private func waitUntil(seconds: Double, _ done: () -> Bool) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !done() && Date() < deadline { usleep(20_000) }
     }
 }

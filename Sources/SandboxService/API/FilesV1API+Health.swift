@@ -1,0 +1,46 @@
+import Synchronization
+
+extension FilesV1API {
+    /// Whether the server still takes work, as `/v1/health` reports it. The server marks it stopping when shutdown
+    /// begins, before it stops accepting connections, so a probe on an open connection sees 503 for the whole
+    /// shutdown (the Go daemon's `SetReady(false)`). A separate object because the routes are built before the HTTP
+    /// server that will be stopped.
+    public final class Readiness: Sendable {
+        private let stopping = Atomic(false)
+
+        public init() {}
+
+        public var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+        public func markStopping() { stopping.store(true, ordering: .releasing) }
+    }
+
+    public static let defaultMetadataPrefix = "SANDBOX_"
+
+    /// Name fragments that mark a variable as a credential; such variables are never served, whatever their prefix.
+    /// The Go daemon's list, which covers TOKEN, SECRET, PASSWORD, CREDENTIAL and KEY and a few more.
+    static let sensitiveMarkers = [
+        "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CRED", "KEY", "AUTH", "BEARER", "PRIVATE", "CERT",
+    ]
+
+    /// `GET /v1/health`: `{"status": "ok", "uptime_seconds": N}`, or 503 once the server is stopping.
+    func health() -> Reply {
+        guard !readiness.isStopping else { return .failure(Self.failure(.unavailable, "sandboxd is shutting down")) }
+        let uptime = (ContinuousClock.now - started).components.seconds
+        return .response(.json(["status": "ok", "uptime_seconds": .number(Double(uptime))]))
+    }
+
+    /// `{"env": {…}}`: the variables whose name starts with `prefix` (case-sensitive) and contains no sensitive
+    /// marker (case-insensitive), sorted by name.
+    static func metadata(environment: [String: String], prefix: String) -> JSONValue {
+        let prefix = Array((prefix.isEmpty ? defaultMetadataPrefix : prefix).utf8)
+        let served = environment.filter { name, _ in name.utf8.starts(with: prefix) && !isSensitive(name) }
+            .sorted { Array($0.key.utf8).lexicographicallyPrecedes($1.key.utf8) }
+        return ["env": .object(served.map { ($0.key, .string($0.value)) })]
+    }
+
+    static func isSensitive(_ name: String) -> Bool {
+        let upper = name.uppercased()
+        return sensitiveMarkers.contains { upper.contains($0) }
+    }
+}

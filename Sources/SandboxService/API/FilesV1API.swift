@@ -1,0 +1,169 @@
+import Foundation
+
+/// agent-sandbox's sandboxd v1 REST surface (KEP-539.2): `GET`/`HEAD`/`PUT`/`DELETE /v1/files/{path}`,
+/// `GET /v1/health` and `GET /v1/metadata`, with the Go daemon's JSON shapes, status codes and
+/// `{"code": …, "message": …}` errors.
+public struct FilesV1API: Sendable {
+    let tree: FileTree
+    let readiness: Readiness
+    /// `/v1/metadata`'s answer, computed once: the environment does not change after start.
+    let metadata: JSONValue
+    let started = ContinuousClock.now
+
+    /// - Parameters:
+    ///   - metadataPrefix: only environment variables starting with it are served on `/v1/metadata`; blank means
+    ///     `SANDBOX_`.
+    ///   - environment: what `/v1/metadata` filters.
+    ///   - readiness: `/v1/health` answers 503 once it says the server is stopping.
+    public init(
+        root: SandboxRoot, metadataPrefix: String = Self.defaultMetadataPrefix,
+        environment: [String: String] = ProcessInfo.processInfo.environment, readiness: Readiness = Readiness()
+    ) {
+        tree = FileTree(root: root)
+        self.readiness = readiness
+        metadata = Self.metadata(environment: environment, prefix: metadataPrefix)
+    }
+
+    public func register(in router: inout Router) {
+        router.add(.init("GET", .prefix("/v1/files/")) { request, _ in get(request) })
+        router.add(
+            .init("PUT", .prefix("/v1/files/"), body: .perRequest(putBody)) { request, outcome in
+                putFinished(outcome, path: request.pathParameter)
+            })
+        router.add(.init("DELETE", .prefix("/v1/files/")) { request, _ in delete(request) })
+        router.add(.init("GET", .exact("/v1/health")) { _, _ in health() })
+        router.add(.init("GET", .exact("/v1/metadata")) { _, _ in .response(.json(metadata)) })
+    }
+
+    /// `GET /v1/files/{path}` (and HEAD): a file's bytes, or a directory's listing.
+    func get(_ request: HTTPRequest) -> Reply {
+        let path = request.pathParameter
+        let contents: FileTree.Contents
+        do { contents = try tree.read(path) } catch { return .failure(Self.apiError(error, path: path)) }
+        switch contents {
+        case .file(let fd, let status):
+            return .response(Self.fileResponse(fd: fd, status: status, headers: request.headers))
+        case .directory(_, let entries):
+            return .response(.json(Self.listing(path: path, entries: entries)))
+        }
+    }
+
+    /// Decides how a `PUT` body is received, before any of it arrives: the mode and the destination are checked
+    /// first, so a refused write reads no body. A `multipart/form-data` body gives its `file` part; any other is
+    /// the content itself.
+    func putBody(_ request: HTTPRequest) throws(APIError) -> BodyMode {
+        let path = request.pathParameter
+        let mode = request.query["mode"] ?? ""
+        guard let permissions = Self.permissions(mode) else {
+            throw Self.failure(.invalidArgument, "mode \"\(mode)\" must match ^0[0-7]{3}$")
+        }
+        let destination: String
+        do { destination = try tree.destination(path) } catch { throw Self.apiError(error, path: path) }
+        let tree = self.tree
+        let open: @Sendable () throws(APIError) -> any UploadSink = { () throws(APIError) in
+            do throws(FileTree.Error) {
+                return NewFileSink(file: try tree.create(destination, permissions: permissions), path: path)
+            } catch {
+                throw Self.apiError(error, path: path)
+            }
+        }
+        guard Self.isMultipart(request.headers["content-type"]) else { return .stream(open: open) }
+        return .upload(field: "file", open: { _ throws(APIError) in try open() })
+    }
+
+    func putFinished(_ outcome: UploadOutcome?, path: String) -> Reply {
+        switch outcome {
+        case .stored?: .response(HTTPResponse(status: 204, body: .bytes([])))
+        case .failed(let error)?: .failure(Self.conforming(error))
+        case .missingField?:
+            .failure(Self.failure(.invalidArgument, "multipart body is missing the required \"file\" part"))
+        case nil: .failure(Self.failure(.internal, "the body of '\(Self.shown(path))' was not received"))
+        }
+    }
+
+    /// `DELETE /v1/files/{path}[?recursive=true]`.
+    func delete(_ request: HTTPRequest) -> Reply {
+        let path = request.pathParameter
+        let text = request.query["recursive"] ?? ""
+        guard let recursive = Self.boolean(text) else {
+            return .failure(Self.failure(.invalidArgument, "recursive \"\(text)\" must be a boolean"))
+        }
+        do { try tree.remove(path, recursive: recursive) } catch { return .failure(Self.apiError(error, path: path)) }
+        return .response(HTTPResponse(status: 204, body: .bytes([])))
+    }
+
+    /// The JSON of a directory listing: the request path with a leading slash, and the entries.
+    static func listing(path: String, entries: [FileTree.Entry]) -> JSONValue {
+        [
+            "path": .string(path.hasPrefix("/") ? path : "/" + path),
+            "entries": .array(
+                entries.map { entry in
+                    [
+                        "name": .string(entry.name),
+                        "size": .number(Double(entry.status.size)),
+                        "type": .string(entry.status.isDirectory ? "directory" : "file"),
+                        "modified_at": .string(HTTPDate.rfc3339(entry.status.modifiedSeconds)),
+                        "mode": .string(Self.octal(entry.status.permissions)),
+                    ]
+                }),
+        ]
+    }
+
+    /// The `mode` query parameter: `^0[0-7]{3}$`, or empty for the default 0644; nil when invalid.
+    static func permissions(_ text: String) -> UInt32? {
+        if text.isEmpty { return 0o644 }
+        let digits = Array(text.utf8)
+        guard digits.count == 4, digits[0] == UInt8(ascii: "0"),
+            digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) })
+        else { return nil }
+        return digits.reduce(0) { $0 * 8 + UInt32($1 - UInt8(ascii: "0")) }
+    }
+
+    /// Permission bits as four octal digits ("0644"), as the Go daemon prints them.
+    static func octal(_ permissions: UInt32) -> String {
+        let digits = String(permissions & 0o777, radix: 8)
+        return String(repeating: "0", count: 4 - digits.count) + digits
+    }
+
+    /// A boolean query parameter as Go's `strconv.ParseBool` reads it; empty is false, anything else unknown is nil.
+    static func boolean(_ text: String) -> Bool? {
+        switch text {
+        case "", "0", "f", "F", "false", "FALSE", "False": false
+        case "1", "t", "T", "true", "TRUE", "True": true
+        default: nil
+        }
+    }
+
+    /// True when the media type (parameters aside) is `multipart/form-data`.
+    static func isMultipart(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let mediaType = contentType.split(separator: ";", maxSplits: 1).first ?? ""
+        return mediaType.trimmingCharacters(in: .whitespaces).lowercased() == "multipart/form-data"
+    }
+
+    /// A request path as messages show it: relative to the root, with a leading slash.
+    static func shown(_ path: String) -> String {
+        "/" + path.drop { $0 == "/" }
+    }
+}
+
+/// Adapts a `FileTree.NewFile` to the HTTP layer's upload sink.
+final class NewFileSink: UploadSink {
+    private let file: FileTree.NewFile
+    private let path: String
+
+    init(file: FileTree.NewFile, path: String) {
+        self.file = file
+        self.path = path
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(APIError) {
+        do { try file.write(bytes) } catch { throw FilesV1API.apiError(error, path: path) }
+    }
+
+    func commit() throws(APIError) {
+        do { try file.commit() } catch { throw FilesV1API.apiError(error, path: path) }
+    }
+
+    func abort() { file.abort() }
+}

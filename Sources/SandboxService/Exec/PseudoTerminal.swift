@@ -1,0 +1,29 @@
+import Glibc
+
+/// A new pseudo-terminal: the server keeps the master side, the command opens `childPath` as its terminal.
+struct PseudoTerminal {
+    let master: Int32
+    let childPath: String
+
+    /// Opens a master (`posix_openpt`), unlocks its slave and sets the window size.
+    init(size: TerminalSize) throws(SpawnError) {
+        // Opening /dev/ptmx is what posix_openpt does on Linux.
+        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
+        guard master >= 0 else { throw .failed("open /dev/ptmx", errno) }
+        var name = [CChar](repeating: 0, count: 128)
+        guard grantpt(master) == 0, unlockpt(master) == 0, ptsname_r(master, &name, name.count) == 0 else {
+            let code = errno
+            close(master)
+            throw .failed("ptsname", code)
+        }
+        self.master = master
+        childPath = String(cString: name)
+        Self.resize(master, to: size)
+    }
+
+    /// Sets the window size (`TIOCSWINSZ`); the kernel sends SIGWINCH to the terminal's foreground process group.
+    static func resize(_ master: Int32, to size: TerminalSize) {
+        var window = winsize(ws_row: size.rows, ws_col: size.columns, ws_xpixel: 0, ws_ypixel: 0)
+        _ = ioctl(master, UInt(TIOCSWINSZ), &window)
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import Synchronization
+
+/// The background processes of the server, by id: running ones, and finished ones for a while (at most
+/// `retention` after their exit and only the `retainedCount` newest), so a client can still read their exit and
+/// output. Knows nothing of HTTP.
+///
+/// Lock order: the table's lock, then a process's. A process reports its exit to the table without holding its own.
+public final class ProcessTable: Sendable {
+    public struct Limits: Sendable {
+        /// Output bytes each process keeps for replay.
+        public var outputBytes = 1 << 20
+        /// How long a finished process is kept.
+        public var retention: Duration = .seconds(600)
+        /// How many finished processes are kept at most (the newest).
+        public var retainedCount = 100
+
+        public init() {}
+    }
+
+    public enum StartError: Error, Equatable, Sendable {
+        /// The server is shutting down.
+        case closed
+    }
+
+    private struct State {
+        var processes: [String: ManagedProcess] = [:]
+        /// Finished processes still kept, oldest exit first.
+        var finished: [(id: String, at: ContinuousClock.Instant)] = []
+        var serial: UInt64 = 0
+        var closed = false
+    }
+
+    let runner: CommandRunner
+    public let limits: Limits
+    private let state = Mutex(State())
+    private let clock: @Sendable () -> ContinuousClock.Instant
+
+    public init(
+        runner: CommandRunner = CommandRunner(), limits: Limits = Limits(),
+        clock: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
+    ) {
+        self.runner = runner
+        self.limits = limits
+        self.clock = clock
+    }
+
+    /// Starts `spec` in the background. A program that cannot be started still gives a process: one that has
+    /// exited with a shell's code (127 not found, 126 not executable, 1 otherwise) and said why on its output.
+    public func start(_ spec: CommandSpec) throws(StartError) -> ManagedProcess {
+        let outcome = try state.withLock { (state) throws(StartError) -> (ManagedProcess, Result<RunningCommand, SpawnError>) in
+            guard !state.closed else { throw .closed }
+            prune(&state)
+            state.serial += 1
+            var id = Self.makeID()
+            while state.processes[id] != nil { id = Self.makeID() }
+            let process = ManagedProcess(
+                id: id, serial: state.serial, spec: spec, outputLimit: limits.outputBytes,
+                onFinish: { [weak self] in self?.finished($0) })
+            state.processes[id] = process
+            // Spawned under the lock, so `terminateAll` never misses a process that is being started.
+            do throws(SpawnError) {
+                return (process, .success(try runner.start(spec, sink: process.receive)))
+            } catch {
+                return (process, .failure(error))
+            }
+        }
+        let (process, started) = outcome
+        switch started {
+        case .success(let command): process.attach(command)
+        case .failure(let error): process.failedToStart(message: error.message, exitCode: error.exitCode)
+        }
+        return process
+    }
+
+    /// The process with this id, if it is running or still kept.
+    public func process(_ id: String) -> ManagedProcess? {
+        state.withLock { state in
+            prune(&state)
+            return state.processes[id]
+        }
+    }
+
+    /// Running and kept processes, in start order.
+    public func list() -> [ManagedProcess] {
+        state.withLock { state in
+            prune(&state)
+            return state.processes.values.sorted { $0.serial < $1.serial }
+        }
+    }
+
+    /// Forgets the process and kills its tree; nil if there is no such process.
+    @discardableResult
+    public func remove(_ id: String) -> ManagedProcess? {
+        let process = state.withLock { state in
+            state.finished.removeAll { $0.id == id }
+            return state.processes.removeValue(forKey: id)
+        }
+        process?.kill()
+        return process
+    }
+
+    /// Processes that have not exited, for metrics.
+    public var runningCount: Int {
+        state.withLock { $0.processes.count - $0.finished.count }
+    }
+
+    /// Refuses new processes and ends every running one: SIGTERM to each tree, SIGKILL to what is left after
+    /// `grace` seconds. Blocks the caller (shutdown only) until they have ended, at most `grace` + 2 s.
+    public func terminateAll(grace: Double = 2) {
+        state.withLock { $0.closed = true }
+        runner.terminateAll(grace: grace)
+    }
+
+    private func finished(_ process: ManagedProcess) {
+        state.withLock { state in
+            guard state.processes[process.id] === process else { return }
+            state.finished.append((process.id, clock()))
+            prune(&state)
+        }
+    }
+
+    /// Forgets finished processes past their retention, and the oldest beyond the count.
+    private func prune(_ state: inout State) {
+        let expired = clock() - limits.retention
+        var drop = state.finished.prefix { $0.at < expired }.count
+        drop = max(drop, state.finished.count - limits.retainedCount)
+        guard drop > 0 else { return }
+        for entry in state.finished.prefix(drop) { state.processes.removeValue(forKey: entry.id) }
+        state.finished.removeFirst(drop)
+    }
+
+    /// Eight characters of `[0-9a-z]`: short to type, random so an id from before a restart names nothing.
+    static func makeID() -> String {
+        let digits = String(UInt64.random(in: 0..<2_821_109_907_456), radix: 36)  // 36^8
+        return String(repeating: "0", count: 8 - digits.count) + digits
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import Testing
+
+@testable import SandboxService
+
+/// A router whose handlers answer with their own name, so a test can see which route matched.
+private func makeRouter() -> Router {
+    var router = Router()
+    for (method, pattern, name) in [
+        ("GET", Router.Route.Pattern.exact("/"), "root"),
+        ("POST", .exact("/execute"), "execute"),
+        ("POST", .exact("/execute/stream"), "stream"),
+        ("GET", .prefix("/download/"), "download"),
+        ("GET", .prefix("/files/"), "files-get"),
+        ("PUT", .prefix("/files/"), "files-put"),
+        ("DELETE", .prefix("/files/"), "files-delete"),
+    ] {
+        router.add(.init(method, pattern) { _, _ in .response(.json(["route": .string(name)])) })
+    }
+    return router
+}
+
+/// What a match gives: the matched route's name and captured path, or the error's status, body and headers.
+private enum Outcome: Equatable {
+    case route(String, parameter: String)
+    case failure(status: Int, body: String, allow: String?)
+}
+
+private func outcome(_ method: String, _ path: String, router: Router = makeRouter()) -> Outcome {
+    switch router.match(method: method, path: path) {
+    case .route(let route, let parameter):
+        let reply = route.handler(HTTPRequest(method: method, path: path, pathParameter: parameter), nil)
+        guard case .response(let response) = reply, case .bytes(let bytes) = response.body,
+            case .string(let name)? = JSONValue.parse(bytes)?["route"]
+        else { return .route("?", parameter: parameter) }
+        return .route(name, parameter: parameter)
+    case .failure(let error):
+        let allow = error.headers.first { $0.0 == "Allow" }?.1
+        return .failure(status: error.status, body: String(decoding: error.body.encoded(), as: UTF8.self), allow: allow)
+    }
+}
+
+private let notFound = Outcome.failure(status: 404, body: #"{"detail":"Not Found"}"#, allow: nil)
+
+private func methodNotAllowed(allow: String) -> Outcome {
+    .failure(status: 405, body: #"{"detail":"Method Not Allowed"}"#, allow: allow)
+}
+
+@Suite(.timeLimit(.minutes(1))) struct RouterTests {
+    @Test func exactRoutesMatchOnlyTheirPath() {
+        #expect(outcome("GET", "/") == .route("root", parameter: ""))
+        #expect(outcome("POST", "/execute") == .route("execute", parameter: ""))
+        #expect(outcome("POST", "/execute/stream") == .route("stream", parameter: ""))
+        #expect(outcome("POST", "/execute/") == notFound)
+        #expect(outcome("POST", "/execute/streamx") == notFound)
+        #expect(outcome("GET", "//") == notFound)
+        #expect(outcome("GET", "") == notFound)
+    }
+
+    @Test func prefixRoutesCaptureTheRest() {
+        #expect(outcome("GET", "/download/a.txt") == .route("download", parameter: "a.txt"))
+        #expect(outcome("GET", "/download/dir/sub/a.txt") == .route("download", parameter: "dir/sub/a.txt"))
+        #expect(outcome("GET", "/download//abs") == .route("download", parameter: "/abs"))
+        #expect(outcome("GET", "/download/../../etc") == .route("download", parameter: "../../etc"))
+        #expect(outcome("GET", "/download/") == .route("download", parameter: ""))
+    }
+
+    @Test func prefixNeedsItsSlash() {
+        #expect(outcome("GET", "/download") == notFound)
+        #expect(outcome("GET", "/downloads/x") == notFound)
+    }
+
+    @Test func headIsServedByGet() {
+        #expect(outcome("HEAD", "/") == .route("root", parameter: ""))
+        #expect(outcome("HEAD", "/download/x") == .route("download", parameter: "x"))
+        #expect(outcome("HEAD", "/nowhere") == notFound)
+    }
+
+    @Test func unknownPathIs404InFastAPIShape() {
+        #expect(outcome("GET", "/nowhere") == notFound)
+        #expect(outcome("POST", "/nowhere") == notFound)
+        guard case .failure(let error) = makeRouter().match(method: "GET", path: "/nowhere") else {
+            Issue.record("matched")
+            return
+        }
+        let response = error.response
+        #expect(response.status == 404)
+        #expect(response.headers.contains { $0.0 == "Content-Type" && $0.1 == "application/json" })
+    }
+
+    @Test func wrongMethodIs405WithAllow() {
+        #expect(outcome("GET", "/execute") == methodNotAllowed(allow: "POST"))
+        #expect(outcome("DELETE", "/execute/stream") == methodNotAllowed(allow: "POST"))
+        #expect(outcome("POST", "/") == methodNotAllowed(allow: "GET, HEAD"))
+        #expect(outcome("PUT", "/download/x") == methodNotAllowed(allow: "GET, HEAD"))
+        guard case .failure(let error) = makeRouter().match(method: "GET", path: "/execute") else {
+            Issue.record("matched")
+            return
+        }
+        #expect(error.response.headers.contains { $0.0 == "Allow" && $0.1 == "POST" })
+    }
+
+    @Test func allowListsEveryMethodOfThePath() {
+        guard case .failure(status: 405, _, let allow?) = outcome("POST", "/files/a") else {
+            Issue.record("expected 405")
+            return
+        }
+        #expect(
+            Set(allow.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) == [
+                "GET", "HEAD", "PUT", "DELETE",
+            ])
+        #expect(outcome("PUT", "/files/a") == .route("files-put", parameter: "a"))
+        #expect(outcome("DELETE", "/files/a/b") == .route("files-delete", parameter: "a/b"))
+    }
+
+    @Test func methodsAreCaseSensitive() {
+        // HTTP methods are case-sensitive tokens: "get" is not GET.
+        #expect(outcome("get", "/") == methodNotAllowed(allow: "GET, HEAD"))
+    }
+
+    @Test func firstMatchingRouteWins() {
+        var router = Router()
+        router.add(.init("GET", .prefix("/a/")) { _, _ in .response(.json(["route": "broad"])) })
+        router.add(.init("GET", .prefix("/a/b/")) { _, _ in .response(.json(["route": "narrow"])) })
+        #expect(outcome("GET", "/a/b/c", router: router) == .route("broad", parameter: "b/c"))
+    }
+
+    @Test func emptyRouterFindsNothing() {
+        #expect(outcome("GET", "/", router: Router()) == notFound)
+    }
+
+    @Test func routesDefaultToA1MiBBufferedBody() {
+        let route = Router.Route("POST", .exact("/x")) { _, _ in .response(.json(["route": "x"])) }
+        guard case .buffered(let limit) = route.body else {
+            Issue.record("not buffered")
+            return
+        }
+        #expect(limit == 1 << 20)
+    }
+}

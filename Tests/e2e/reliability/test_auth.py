@@ -1,0 +1,172 @@
+"""Issue 4, part 4: bearer-token auth (--token / SANDBOX_API_TOKEN).
+
+When set, every endpoint but `GET /` needs `Authorization: Bearer <token>`, otherwise 401 with
+`WWW-Authenticate: Bearer`; an unauthenticated request has no effect (no command runs, no file is written).
+When unset, nothing answers 401.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Iterator
+
+import pytest
+import requests
+
+from conftest import Server, launch, sandboxd_binary, stop
+
+from .support import RawConn, multipart_body, request_bytes
+
+TOKEN = "s3cret"
+
+# (method, path, body, content type): one request per endpoint, valid apart from the credentials. NAME is replaced
+# by a per-test word, so whatever a request creates is recognisable.
+ENDPOINTS = [
+    ("POST", "/execute", b'{"command": "touch NAME-executed"}', "application/json"),
+    ("POST", "/execute/stream", b'{"command": "touch NAME-streamed"}', "application/json"),
+    ("POST", "/upload", None, "multipart"),
+    ("GET", "/download/present.txt", b"", None),
+    ("GET", "/list/.", b"", None),
+    ("GET", "/exists/present.txt", b"", None),
+    ("GET", "/v1/files/present.txt", b"", None),
+    ("HEAD", "/v1/files/present.txt", b"", None),
+    ("PUT", "/v1/files/NAME-put.txt", b"written", "application/octet-stream"),
+    ("DELETE", "/v1/files/present.txt", b"", None),
+    ("GET", "/v1/health", b"", None),
+    ("GET", "/v1/metadata", b"", None),
+    ("GET", "/metrics", b"", None),
+    ("GET", "/openapi.json", b"", None),
+]
+ENDPOINT_IDS = [f"{m} {p}" for m, p, _, _ in ENDPOINTS]
+BAD_CREDENTIALS = {
+    "none": None,
+    "wrong-token": f"Bearer {TOKEN}x",
+    "token-prefix": f"Bearer {TOKEN[:-1]}",
+    "wrong-scheme-basic": "Basic czNjcmV0",  # base64("s3cret")
+    "wrong-scheme-token": f"Token {TOKEN}",
+    "token-without-scheme": TOKEN,
+    "empty-token": "Bearer ",
+    "scheme-only": "Bearer",
+}
+
+
+def _endpoint(index: int, name: str, present: str = "present.txt") -> tuple[str, str, bytes, str | None]:
+    method, path, body, ctype = ENDPOINTS[index]
+    if ctype == "multipart":
+        body, ctype = multipart_body(f"{name}-upload.txt", b"uploaded")
+    return method, path.replace("NAME", name).replace("present.txt", present), \
+        body.replace(b"NAME", name.encode()), ctype
+
+
+def _start(tmp_path_factory, args: tuple[str, ...], env: dict[str, str] | None) -> Server:
+    binary = sandboxd_binary()
+    if not binary.is_file():
+        pytest.skip(f"needs the sandboxd binary ({binary})")
+    root = tmp_path_factory.mktemp("root-auth")
+    (root / "present.txt").write_bytes(b"present")
+    return launch(binary, root, args, env)
+
+
+@pytest.fixture(scope="module", params=["flag", "env"])
+def protected(request, tmp_path_factory) -> Iterator[Server]:
+    """A server whose token comes from --token, or from SANDBOX_API_TOKEN."""
+    if request.param == "flag":
+        srv = _start(tmp_path_factory, ("--token", TOKEN), None)
+    else:
+        srv = _start(tmp_path_factory, (), {"SANDBOX_API_TOKEN": TOKEN})
+    yield srv
+    stop(srv)
+
+
+def _send(srv: Server, method: str, path: str, body: bytes, ctype: str | None, authorization: str | None):
+    headers = {}
+    if ctype:
+        headers["Content-Type"] = ctype
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    with RawConn(srv) as conn:
+        conn.send(request_bytes(method, path, body, headers))
+        return conn.read_final_response(15, head=(method == "HEAD"))
+
+
+def _no_side_effects(srv: Server) -> None:
+    created = sorted(p.name for p in srv.root.glob("unauth-*"))
+    assert not created, f"unauthenticated requests created {created}"
+    assert (srv.root / "present.txt").read_bytes() == b"present", "an unauthenticated request changed present.txt"
+
+
+@pytest.mark.parametrize("credentials", list(BAD_CREDENTIALS))
+@pytest.mark.parametrize("index", range(len(ENDPOINTS)), ids=ENDPOINT_IDS)
+def test_without_valid_token_is_401_with_challenge(protected, index, credentials):
+    method, path, body, ctype = _endpoint(index, "unauth")
+    resp = _send(protected, method, path, body, ctype, BAD_CREDENTIALS[credentials])
+    assert resp.status == 401, f"{method} {path} with credentials {credentials}: {resp}"
+    challenge = resp.headers.get("www-authenticate", "")
+    assert challenge.lower().startswith("bearer"), f"WWW-Authenticate: {challenge!r}"
+    _no_side_effects(protected)
+
+
+@pytest.mark.parametrize("index", range(len(ENDPOINTS)), ids=ENDPOINT_IDS)
+def test_with_the_token_every_endpoint_works(protected, index):
+    method, path, body, ctype = _endpoint(index, "auth")
+    if method == "DELETE":
+        (protected.root / "to-delete.txt").write_bytes(b"x")
+        path = "/v1/files/to-delete.txt"
+    resp = _send(protected, method, path, body, ctype, f"Bearer {TOKEN}")
+    assert resp.status != 401, f"{method} {path} with the right token: {resp}"
+    if path not in ("/metrics", "/openapi.json"):  # routes being added; only their auth is checked here
+        assert 200 <= resp.status < 300, f"{method} {path} with the right token: {resp}"
+
+
+def test_get_root_needs_no_token(protected):
+    for authorization in (None, "Bearer wrong", f"Bearer {TOKEN}"):
+        resp = _send(protected, "GET", "/", b"", None, authorization)
+        assert resp.status == 200, f"GET / with Authorization {authorization!r}: {resp}"
+        assert resp.json() == {"status": "ok", "message": "Sandbox Runtime is active."}
+
+
+def test_auth_scheme_is_case_insensitive(protected):
+    """RFC 9110 §11.1: the scheme name is case-insensitive (the token itself is not)."""
+    for scheme in ("bearer", "BEARER"):
+        resp = _send(protected, "GET", "/exists/present.txt", b"", None, f"{scheme} {TOKEN}")
+        assert resp.status == 200, f"Authorization: {scheme} {TOKEN}: {resp}"
+    resp = _send(protected, "GET", "/exists/present.txt", b"", None, f"Bearer {TOKEN.upper()}")
+    assert resp.status == 401, "the token was compared case-insensitively"
+
+
+def test_unauthenticated_large_upload_is_refused_and_the_connection_recovers(protected):
+    """A 5 MiB upload without a token: 401, nothing written, and the server does not wedge."""
+    body, ctype = multipart_body("unauth-large.bin", os.urandom(5 * 1024 * 1024))
+    with RawConn(protected) as conn:
+        conn.send(request_bytes("POST", "/upload", body, {"Content-Type": ctype}))
+        resp = conn.read_final_response(15)
+    assert resp.status == 401, resp
+    _no_side_effects(protected)
+    assert requests.get(protected.base_url + "/", timeout=5).status_code == 200
+
+
+def test_flag_wins_over_env(start_server):
+    srv = start_server("--token", TOKEN, env={"SANDBOX_API_TOKEN": "from-env"})
+    ok = requests.get(srv.base_url + "/list/.", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    env = requests.get(srv.base_url + "/list/.", headers={"Authorization": "Bearer from-env"}, timeout=10)
+    assert (ok.status_code, env.status_code) == (200, 401), (ok.text[:200], env.text[:200])
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer whatever", "Basic Zm9vOmJhcg=="])
+@pytest.mark.parametrize("index", range(len(ENDPOINTS)), ids=ENDPOINT_IDS)
+def test_without_token_configured_nothing_is_401(server, api, index, authorization):
+    """No --token, no SANDBOX_API_TOKEN: exactly the reference's behaviour, whatever Authorization says."""
+    if "SANDBOX_API_TOKEN" in os.environ:
+        pytest.skip("SANDBOX_API_TOKEN is set in this environment, so the main server has a token")
+    name = f"noauth-{uuid.uuid4().hex[:8]}"
+    if server.root is None:
+        pytest.skip("needs the server root on this machine")
+    (server.root / f"{name}.txt").write_bytes(b"present")
+    method, path, body, ctype = _endpoint(index, name, present=f"{name}.txt")
+    resp = _send(server, method, path, body, ctype, authorization)
+    assert resp.status != 401, f"{method} {path} on a server without a token: {resp}"
+    assert "www-authenticate" not in resp.headers
+    for leftover in server.root.glob(f"{name}*"):
+        leftover.unlink()

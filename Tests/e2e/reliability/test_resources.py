@@ -1,0 +1,377 @@
+"""Issue 4, part 2: resources.
+
+Output caps on /execute, server memory under an output flood, streaming backpressure, body and upload limits,
+the connection limit, slow or idle connections (slowloris), and a full disk during upload.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pathlib
+import socket
+import struct
+import termios
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import wait_until
+
+from .support import (
+    MiB,
+    RawConn,
+    kill_matching,
+    live_matching,
+    multipart_body,
+    proc_snapshot,
+    record_figures,
+    request_bytes,
+    status_kib,
+    wchan,
+)
+
+F_GETPIPE_SZ = 1032
+
+
+def _execute(srv, command: str, client_timeout: float = 60, **fields) -> dict:
+    resp = requests.post(srv.base_url + "/execute", json={"command": command, **fields}, timeout=client_timeout)
+    assert resp.status_code == 200, f"POST /execute {command!r}: {resp.status_code} {resp.text[:300]}"
+    return resp.json()
+
+
+def _kept_lines(text: str, word: str = "truncated") -> tuple[list[str], list[str]]:
+    """Split captured text into its ordinary lines and the marker line(s) that mention word."""
+    lines = text.split("\n")
+    return [l for l in lines if word not in l.lower()], [l for l in lines if word in l.lower()]
+
+
+# ==========================================================================
+# output cap on /execute
+
+
+@pytest.mark.deadline(60)
+def test_output_cap_cuts_stdout_marks_it_and_the_command_runs_to_its_end(start_server):
+    srv = start_server("--max-output-bytes", "1000000")
+    body = _execute(srv, "sh -c 'yes | head -c 5000000; echo done-marker >&2'")
+    assert body["exit_code"] == 0 and body["timed_out"] is False, {k: v for k, v in body.items() if k != "stdout"}
+    assert body.get("truncated") is True, f"no \"truncated\": true in {list(body)}"
+    out = body["stdout"]
+    assert 1_000_000 <= len(out.encode()) <= 1_000_000 + 256, f"stdout is {len(out.encode())} bytes"
+    kept, markers = _kept_lines(out)
+    assert markers, f"no marker mentioning the cut in stdout's tail: {out[-200:]!r}"
+    assert set(kept) <= {"y", ""} and 499_999 <= kept.count("y") <= 500_000, "the kept output is not the first MB"
+    assert body["stderr"] == "done-marker\n", "the command did not run to its end after the cut"
+
+
+@pytest.mark.deadline(60)
+def test_output_cap_applies_to_stderr_separately(start_server):
+    srv = start_server("--max-output-bytes", "1000000")
+    body = _execute(srv, "sh -c 'yes err | head -c 3000000 >&2; echo out-done'")
+    assert body["exit_code"] == 0 and body.get("truncated") is True, {k: v for k, v in body.items() if k != "stderr"}
+    assert body["stdout"] == "out-done\n"
+    assert len(body["stderr"].encode()) <= 1_000_000 + 256
+    kept, markers = _kept_lines(body["stderr"])
+    assert markers and set(kept) <= {"err", ""}, body["stderr"][-200:]
+
+
+def test_output_exactly_at_the_cap_is_not_truncated(start_server):
+    srv = start_server("--max-output-bytes", "1000000")
+    body = _execute(srv, "sh -c 'yes | head -c 1000000'")
+    assert body.get("truncated", False) is False, "output of exactly the cap was marked truncated"
+    assert body["stdout"] == "y\n" * 500_000
+
+
+@pytest.mark.deadline(60)
+def test_capped_stderr_still_carries_the_timeout_message(start_server):
+    """The SDK looks for the timeout message in stderr: it must survive a stderr flood past the cap."""
+    srv = start_server("--max-output-bytes", "100000")
+    body = _execute(srv, "sh -c 'yes flood >&2'", timeout=2)
+    assert body["exit_code"] == 124 and body["timed_out"] is True and body.get("truncated") is True, \
+        {k: v for k, v in body.items() if k != "stderr"}
+    assert body["stderr"].rstrip("\n").endswith("Command timed out after 2 seconds"), body["stderr"][-300:]
+
+
+@pytest.mark.deadline(60)
+def test_yes_flood_under_default_cap_keeps_server_memory_under_64_mib(start_server):
+    """`yes` for 5 s (GBs of output) with the default 16 MiB cap: the server's peak RSS (VmHWM) stays < 64 MiB."""
+    srv = start_server()
+    baseline_hwm = status_kib(srv.pid, "VmHWM")
+    started = time.monotonic()
+    body = _execute(srv, "yes", timeout=5)
+    elapsed = time.monotonic() - started
+    peak = status_kib(srv.pid, "VmHWM")
+    record_figures("yes_flood", {"baseline_vmhwm_kib": baseline_hwm, "peak_vmhwm_kib": peak,
+                                 "response_stdout_bytes": len(body["stdout"]), "seconds": round(elapsed, 2)})
+    assert body["exit_code"] == 124 and body["timed_out"] is True, {k: v for k, v in body.items() if k != "stdout"}
+    assert body.get("truncated") is True
+    assert 16 * MiB <= len(body["stdout"]) <= 16 * MiB + 256, f"stdout {len(body['stdout'])} bytes, cap is 16 MiB"
+    assert peak < 64 * 1024, f"server peak RSS {peak / 1024:.1f} MiB under the yes flood (baseline {baseline_hwm} KiB)"
+
+
+# ==========================================================================
+# streaming backpressure
+
+
+def _pipe_fill(pid: int, fd: int = 1) -> tuple[int, int] | None:
+    """(bytes queued, capacity) of the pipe on pid's fd, read through /proc without consuming anything."""
+    try:
+        reader = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(reader, termios.FIONREAD, b"\0\0\0\0"))[0]
+        capacity = fcntl.fcntl(reader, F_GETPIPE_SZ)
+        return queued, capacity
+    except OSError:
+        return None
+    finally:
+        os.close(reader)
+
+
+@pytest.mark.deadline(60)
+def test_slow_stream_reader_blocks_the_command_not_server_memory(start_server):
+    """A client with a tiny receive buffer reads 16 bytes every 100 ms for 10 s from `yes`: sandboxd stops
+    reading the pipe (yes sleeps in pipe_write with its pipe full, using no CPU) and its RSS stays < 64 MiB."""
+    srv = start_server()
+    marker = f"backpressure-{uuid.uuid4().hex[:8]}"
+    conn = RawConn(srv, rcvbuf=4096)
+    read_total = 0
+    rss_samples: list[int] = []
+    try:
+        conn.send(request_bytes("POST", "/execute/stream", json.dumps({"command": f"yes {marker}"}).encode(),
+                                {"Content-Type": "application/json"}))
+        status, headers = conn.read_head(5)
+        assert status == 200, status
+        found = wait_until(lambda: live_matching(f"yes {marker}"), 5.0)
+        assert found, "yes did not start"
+        pid = next(iter(found))
+        cpu_at: dict[int, int] = {}
+        conn.sock.settimeout(5)
+        for tick in range(100):  # the slow client's pace: this is the behaviour under test, not a synchronisation
+            data = conn.sock.recv(16)
+            assert data, "the server closed the stream"
+            read_total += len(data)
+            rss_samples.append(status_kib(srv.pid, "VmRSS"))
+            if tick in (79, 99):
+                cpu_at[tick] = proc_snapshot()[pid].utime_stime
+            time.sleep(0.1)
+
+        def blocked() -> str | None:
+            proc = proc_snapshot().get(pid)
+            fill = _pipe_fill(pid)
+            channel = wchan(pid)
+            full = fill is not None and fill[0] >= fill[1] - 16384
+            if proc and proc.state == "S" and ("pipe" in channel or full):
+                return f"state S, wchan {channel!r}, pipe {fill}"
+            return None
+
+        how = wait_until(blocked, 3.0)
+        proc = proc_snapshot().get(pid)
+        record_figures("stream_backpressure", {"client_read_bytes": read_total, "max_vmrss_kib": max(rss_samples),
+                                               "first_vmrss_kib": rss_samples[0],
+                                               "yes_cpu_ticks_last_2s": cpu_at[99] - cpu_at[79]})
+        assert how, (f"yes is not blocked on its pipe: state {proc and proc.state}, wchan {wchan(pid)!r}, "
+                     f"pipe (queued, capacity) {_pipe_fill(pid)}")
+        assert cpu_at[99] - cpu_at[79] < 30, \
+            f"yes used {cpu_at[99] - cpu_at[79]} CPU ticks in the last 2 s: it is not held back by the slow reader"
+        assert max(rss_samples) < 64 * 1024, f"server RSS reached {max(rss_samples) / 1024:.1f} MiB"
+    finally:
+        conn.abort()
+        gone = wait_until(lambda: not live_matching(f"yes {marker}"), 10.0)
+        kill_matching(f"yes {marker}")
+    assert gone, "yes kept running after the slow client went away"
+
+
+# ==========================================================================
+# body and upload limits
+
+
+def test_json_body_over_1_mib_on_the_stream_endpoint_is_413(server):
+    body = b'{"command": "echo never", "pad": "' + b"x" * (MiB + 10) + b'"}'
+    with RawConn(server) as conn:
+        conn.send(request_bytes("POST", "/execute/stream", body, {"Content-Type": "application/json"}))
+        resp = conn.read_final_response(10)
+    assert resp.status == 413, resp
+
+
+def _upload_conn(srv, path: str, content: bytes, chunked: bool = False, method: str = "POST",
+                 multipart: bool = True):
+    if multipart:
+        body, ctype = multipart_body(path, content)
+    else:
+        body, ctype = content, "application/octet-stream"
+    with RawConn(srv) as conn:
+        if chunked:
+            head = request_bytes(method, "/upload" if method == "POST" else f"/v1/files/{path}", b"",
+                                 {"Content-Type": ctype, "Transfer-Encoding": "chunked"}, content_length=False)
+            pieces = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 300]), body[i:i + 300])
+                              for i in range(0, len(body), 300)) + b"0\r\n\r\n"
+            conn.send(head + pieces)
+        else:
+            conn.send(request_bytes(method, "/upload" if method == "POST" else f"/v1/files/{path}", body,
+                                    {"Content-Type": ctype}))
+        return conn.read_final_response(10)
+
+
+@pytest.mark.parametrize("variant", ["multipart", "multipart-chunked", "v1-put"])
+def test_max_upload_bytes(start_server, variant):
+    srv = start_server("--max-upload-bytes", "1000")
+    method = "PUT" if variant == "v1-put" else "POST"
+    multipart = variant != "v1-put"
+    chunked = variant == "multipart-chunked"
+    small = _upload_conn(srv, "small.bin", b"s" * 500, chunked, method, multipart)
+    assert small.status in (200, 201, 204), f"a 500-byte upload under a 1000-byte limit: {small}"
+    assert (srv.root / "small.bin").read_bytes() == b"s" * 500
+    (srv.root / "keep.bin").write_bytes(b"previous")
+    for name in ("big.bin", "keep.bin"):
+        resp = _upload_conn(srv, name, os.urandom(2000), chunked, method, multipart)
+        assert resp.status == 413, f"2000-byte upload of {name} with --max-upload-bytes 1000: {resp}"
+    entries = sorted(os.listdir(srv.root))
+    assert entries == ["keep.bin", "small.bin"], f"left in the root after the 413s: {entries}"
+    assert (srv.root / "keep.bin").read_bytes() == b"previous"
+    assert requests.get(srv.base_url + "/", timeout=5).status_code == 200
+
+
+# ==========================================================================
+# connection limit
+
+
+@pytest.mark.deadline(60)
+def test_max_connections_refuses_extra_connections_and_recovers(start_server):
+    srv = start_server("--max-connections", "5")
+    idle = []
+    extra_outcomes = []
+    try:
+        for _ in range(5):
+            idle.append(RawConn(srv, timeout=5))
+        # Make sure the five are accepted (not merely queued in the kernel): one request on each.
+        for conn in idle:
+            conn.send(request_bytes("GET", "/"))
+            assert conn.read_final_response(5).status == 200
+        for i in range(5):
+            try:
+                conn = RawConn(srv, timeout=5)
+            except OSError as error:
+                extra_outcomes.append(f"connect refused: {error!r}")
+                continue
+            try:
+                conn.send(request_bytes("GET", "/"))
+                try:
+                    resp = conn.read_final_response(3)
+                    extra_outcomes.append(resp.status)
+                except Exception as error:  # Closed, or Timeout: judged below
+                    extra_outcomes.append(type(error).__name__)
+            finally:
+                conn.close()
+        # The accepted connections still work.
+        idle[0].send(request_bytes("GET", "/"))
+        assert idle[0].read_final_response(5).status == 200, "an accepted connection stopped working"
+    finally:
+        for conn in idle:
+            conn.close()
+    acceptable = [o for o in extra_outcomes if o in (503, "Closed") or str(o).startswith("connect refused")]
+    assert len(acceptable) == 5, (f"connections 6..10 with --max-connections 5 should be refused, closed or "
+                                  f"answered 503; got {extra_outcomes} (Timeout = no answer and no close in 3 s)")
+
+    def fresh_get() -> bool:
+        try:
+            return requests.get(srv.base_url + "/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    assert wait_until(fresh_get, 5.0, 0.1), "GET / on a new connection fails after the idle ones were closed"
+
+
+# ==========================================================================
+# idle and slow connections
+
+
+@pytest.mark.deadline(30)
+def test_slowloris_headers_are_cut_off(start_server):
+    """Partial headers, then one more byte every second (each within --idle-timeout 2): the server closes the
+    connection anyway, soon after the idle timeout, instead of waiting for the header forever."""
+    srv = start_server("--idle-timeout", "2")
+    conn = RawConn(srv, timeout=5)
+    started = time.monotonic()
+    closed_after = None
+    try:
+        conn.send(b"GET / HTTP/1.1\r\nHost: slowloris\r\nX-Slow: ")
+        while time.monotonic() - started < 12:
+            if conn.wait_closed(1.0):  # waits a second for a close; doubles as the drip pace
+                closed_after = time.monotonic() - started
+                break
+            if not conn.send(b"a"):
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        conn.close()
+    assert closed_after is not None, "a slowloris connection (1 header byte per second) was open after 12 s"
+    assert closed_after < 6.0, f"the slowloris connection was closed only after {closed_after:.1f}s (idle-timeout 2)"
+    assert requests.get(srv.base_url + "/", timeout=5).status_code == 200
+
+
+@pytest.mark.deadline(30)
+@pytest.mark.parametrize("opening", [b"", b"GET / HTTP/1.1\r\nHost: idle\r\n", b"GET / HTTP/1.1\r\nHost: k\r\n\r\n"],
+                         ids=["silent", "partial-header", "idle-keep-alive"])
+def test_idle_connections_are_closed_after_the_idle_timeout(start_server, opening):
+    srv = start_server("--idle-timeout", "2")
+    with RawConn(srv, timeout=5) as conn:
+        started = time.monotonic()
+        conn.send(opening)
+        if opening.endswith(b"\r\n\r\n"):
+            assert conn.read_final_response(5).status == 200
+        closed = conn.wait_closed(8.0)
+        elapsed = time.monotonic() - started
+    assert closed, "the idle connection was still open 8 s later with --idle-timeout 2"
+    assert 1.0 <= elapsed < 5.0, f"closed after {elapsed:.1f}s with --idle-timeout 2"
+
+
+@pytest.mark.deadline(30)
+def test_idle_timeout_does_not_cut_requests_waiting_for_a_command(start_server):
+    """A silent command longer than the idle timeout is not an idle connection: /execute and the stream finish."""
+    srv = start_server("--idle-timeout", "2")
+    resp = requests.post(srv.base_url + "/execute", json={"command": "sleep 3.5"}, timeout=20)
+    assert resp.status_code == 200 and resp.json()["exit_code"] == 0, resp.text
+    resp = requests.post(srv.base_url + "/execute/stream", json={"command": "sh -c 'sleep 3.5; echo late'"},
+                         timeout=20)
+    assert resp.status_code == 200
+    assert "data: late" in resp.text and "event: done" in resp.text, resp.text
+
+
+# ==========================================================================
+# full disk
+
+
+def _leftovers(root: pathlib.Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.deadline(60)
+def test_full_disk_upload_is_507_and_leaves_nothing(tmpfs_root, start_server):
+    srv = start_server(root=tmpfs_root)
+    (tmpfs_root / "same.bin").write_bytes(b"original content")
+    before = _leftovers(tmpfs_root)
+    big = os.urandom(3 * MiB)  # the tmpfs holds 2 MiB
+    outcomes = {}
+    for variant in ("new", "same", "chunked-same"):
+        name = "new.bin" if variant == "new" else "same.bin"
+        resp = _upload_conn(srv, name, big, chunked=variant.startswith("chunked"))
+        outcomes[variant] = resp
+        assert resp.status == 507, f"{variant}: upload of 3 MiB onto a 2 MiB disk: {resp}"
+        text = resp.body.decode("utf-8", "replace").lower()
+        assert "space" in text, f"{variant}: the 507 does not say the disk is full: {resp.body!r}"
+        assert _leftovers(tmpfs_root) == before, f"{variant}: partial files left: {_leftovers(tmpfs_root)}"
+        assert (tmpfs_root / "same.bin").read_bytes() == b"original content"
+    resp = _upload_conn(srv, "same.bin", big, method="PUT", multipart=False)
+    assert resp.status == 507, f"PUT /v1/files of 3 MiB onto a 2 MiB disk: {resp}"
+    assert resp.json().get("code") == "RESOURCE_EXHAUSTED", resp
+    assert _leftovers(tmpfs_root) == before and (tmpfs_root / "same.bin").read_bytes() == b"original content"
+    # The space is free again: a small upload works.
+    resp = _upload_conn(srv, "small.bin", b"fits")
+    assert resp.status == 200, resp
+    assert (tmpfs_root / "small.bin").read_bytes() == b"fits"
