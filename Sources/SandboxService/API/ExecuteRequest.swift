@@ -12,9 +12,14 @@ struct ExecuteRequest: Equatable {
         guard !body.isEmpty else {
             throw .validation([ValidationIssue(type: "missing", loc: ["body"], msg: "Field required", input: .null)])
         }
-        guard let json = JSONValue.parse(body) else {
+        let json: JSONValue
+        do {
+            json = try JSONParser.parse(body)
+        } catch {
             throw .validation([
-                ValidationIssue(type: "json_invalid", loc: ["body", .number(0)], msg: "JSON decode error", input: [:])
+                ValidationIssue(
+                    type: "json_invalid", loc: ["body", .number(Double(error.position))], msg: "JSON decode error",
+                    input: [:], ctx: ["error": .string(error.message)])
             ])
         }
         guard case .object = json else {
@@ -73,7 +78,9 @@ struct ExecuteRequest: Equatable {
             throw ValidationIssue(type: "finite_number", loc: loc, msg: "Input should be a finite number", input: value)
         }
         guard number > 0 else {
-            throw ValidationIssue(type: "greater_than", loc: loc, msg: "Input should be greater than 0", input: value)
+            throw ValidationIssue(
+                type: "greater_than", loc: loc, msg: "Input should be greater than 0", input: value,
+                ctx: ["gt": .number(0)])
         }
         return number
     }

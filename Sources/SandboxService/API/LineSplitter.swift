@@ -31,7 +31,7 @@ struct LineSplitter {
                 afterCR = true
             default:
                 partial.append(byte)
-                if partial.count >= maxLine { lines.append(takePiece()) }
+                if partial.count > maxLine { lines.append(takePiece()) }
             }
         }
         return lines
@@ -43,9 +43,9 @@ struct LineSplitter {
         return partial.isEmpty ? nil : partial
     }
 
-    /// Takes `maxLine` bytes, or fewer so a multi-byte UTF-8 character is not split across pieces.
+    /// Takes the first `maxLine` bytes, or fewer so a multi-byte UTF-8 character is not split across pieces.
     private mutating func takePiece() -> [UInt8] {
-        var cut = partial.count
+        var cut = maxLine
         var back = 0
         while back < 3, cut - back - 1 > 0, partial[cut - back - 1] & 0xC0 == 0x80 { back += 1 }
         let lead = partial[cut - back - 1]

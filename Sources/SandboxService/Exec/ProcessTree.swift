@@ -20,18 +20,19 @@ enum ProcessTree {
         }
     }
 
-    /// Signals every process whose marker starts with `markerPrefix` (all commands of one runner), and every child
-    /// of this process (orphans re-parented to it as subreaper).
+    /// Signals every process whose marker starts with `markerPrefix` (all commands of one runner, and whatever they
+    /// left behind), and their descendants. Processes without the marker are never touched, even children of this
+    /// process: sandboxd may be embedded in a host that has children of its own.
     static func kill(markerPrefix: String, signal: Int32) {
-        let me = getpid()
         for _ in 0..<3 {
-            let members = find(root: me) { $0.hasPrefix(markerPrefix) }
+            let members = find(root: -1) { $0.hasPrefix(markerPrefix) }
             guard !members.isEmpty else { return }
             members.forEach { _ = Glibc.kill($0, signal) }
         }
     }
 
-    /// Processes that descend from `root` (not `root` itself when it is this process) or carry a matching marker.
+    /// Processes that descend from `root` (and `root` itself), or carry a matching marker, or descend from one that
+    /// does. A `root` of -1 selects by marker alone.
     private static func find(root: pid_t, markerMatches: (String) -> Bool) -> [pid_t] {
         let me = getpid()
         var parents: [pid_t: pid_t] = [:]
@@ -50,7 +51,7 @@ enum ProcessTree {
                 changed = true
             }
         }
-        if root != me, parents[root] != nil { members.insert(root) }
+        if parents[root] != nil { members.insert(root) }
         return Array(members)
     }
 

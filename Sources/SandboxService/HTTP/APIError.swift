@@ -44,17 +44,20 @@ public struct ValidationIssue: Sendable, Equatable {
     public var loc: [JSONValue]
     public var msg: String
     public var input: JSONValue?
+    public var ctx: JSONValue?
 
-    public init(type: String, loc: [JSONValue], msg: String, input: JSONValue? = nil) {
+    public init(type: String, loc: [JSONValue], msg: String, input: JSONValue? = nil, ctx: JSONValue? = nil) {
         self.type = type
         self.loc = loc
         self.msg = msg
         self.input = input
+        self.ctx = ctx
     }
 
     var json: JSONValue {
         var object: [(String, JSONValue)] = [("type", .string(type)), ("loc", .array(loc)), ("msg", .string(msg))]
         if let input { object.append(("input", input)) }
+        if let ctx { object.append(("ctx", ctx)) }
         return .object(object)
     }
 }

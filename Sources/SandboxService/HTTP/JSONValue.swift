@@ -1,5 +1,3 @@
-import Foundation
-
 /// A JSON document that keeps object key order and tells booleans from numbers, for strict request validation
 /// (FastAPI-style) and for building responses without a `Codable` type per shape.
 public enum JSONValue: Sendable, Equatable {
@@ -28,9 +26,9 @@ public enum JSONValue: Sendable, Equatable {
         return members.last { $0.0 == key }?.1
     }
 
-    /// Parses `bytes`; nil if they are not one JSON document.
+    /// Parses `bytes` as Python's `json.loads` would; nil if they are not one JSON document.
     public static func parse(_ bytes: [UInt8]) -> JSONValue? {
-        try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        try? JSONParser.parse(bytes)
     }
 
     /// Compact UTF-8 JSON. The output is sized exactly before it is written, so a large document (a command's
@@ -120,36 +118,4 @@ public enum JSONValue: Sendable, Equatable {
 extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByStringLiteral {
     public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(elements) }
     public init(stringLiteral value: String) { self = .string(value) }
-}
-
-extension JSONValue: Decodable {
-    public init(from decoder: Decoder) throws {
-        if var array = try? decoder.unkeyedContainer() {
-            var values: [JSONValue] = []
-            while !array.isAtEnd { values.append(try array.decode(JSONValue.self)) }
-            self = .array(values)
-            return
-        }
-        if let object = try? decoder.container(keyedBy: AnyKey.self) {
-            self = .object(try object.allKeys.map { ($0.stringValue, try object.decode(JSONValue.self, forKey: $0)) })
-            return
-        }
-        let value = try decoder.singleValueContainer()
-        if value.decodeNil() {
-            self = .null
-        } else if let bool = try? value.decode(Bool.self) {
-            self = .bool(bool)
-        } else if let number = try? value.decode(Double.self) {
-            self = .number(number)
-        } else {
-            self = .string(try value.decode(String.self))
-        }
-    }
-
-    private struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
 }
