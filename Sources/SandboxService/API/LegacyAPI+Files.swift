@@ -32,15 +32,21 @@ extension LegacyAPI {
         guard let directory = opendir(resolved) else { return .failure(.message(404, "Path is not a directory")) }
         defer { closedir(directory) }
         var entries: [JSONValue] = []
+        let directoryFD = dirfd(directory)
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
-            }
-            guard name != "." && name != ".." else { continue }
             var info = stat()
-            // Like Python's DirEntry.stat(): follow symlinks, and describe a dangling one by the link itself.
-            let full = resolved + "/" + name
-            if stat(full, &info) != 0 && lstat(full, &info) != 0 { continue }
+            // By the raw name, so a name that is not UTF-8 is still found (and shown with U+FFFD). Like Python's
+            // DirEntry.stat(): follow symlinks, and describe a dangling one by the link itself.
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> String? in
+                let cName = raw.bindMemory(to: CChar.self).baseAddress!
+                let name = String(cString: cName)
+                guard name != "." && name != ".." else { return nil }
+                let found =
+                    fstatat(directoryFD, cName, &info, 0) == 0
+                    || fstatat(directoryFD, cName, &info, AT_SYMLINK_NOFOLLOW) == 0
+                return found ? name : nil
+            }
+            guard let name else { continue }
             let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
             entries.append([
                 "name": .string(name),
