@@ -20,6 +20,8 @@ static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
     MHD_RequestCompletedCallback _Nonnull completed, void *_Nullable completedContext,
     CMicroHTTPD_UnescapeCallback _Nonnull unescape,
     MHD_LogCallback _Nonnull logger, void *_Nullable loggerContext,
+    MHD_AcceptPolicyCallback _Nonnull accept, MHD_NotifyConnectionCallback _Nonnull notifyConnection,
+    void *_Nullable connectionContext,
     unsigned int threadPoolSize, unsigned int connectionLimit, unsigned int connectionTimeoutSeconds,
     size_t connectionMemoryLimit) {
     struct MHD_OptionItem options[] = {
@@ -30,7 +32,7 @@ static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
         {MHD_OPTION_CONNECTION_LIMIT, connectionLimit, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, connectionTimeoutSeconds, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, connectionMemoryLimit, NULL},
-        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)notifyConnection, connectionContext},
         {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, (void *)address},
         {MHD_OPTION_END, 0, NULL},
@@ -38,7 +40,7 @@ static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
     if (address == NULL) {
         options[8].option = MHD_OPTION_END;
     }
-    return MHD_start_daemon(flags, port, NULL, NULL, handler, handlerContext, MHD_OPTION_ARRAY, options,
+    return MHD_start_daemon(flags, port, accept, connectionContext, handler, handlerContext, MHD_OPTION_ARRAY, options,
                             MHD_OPTION_END);
 }
 

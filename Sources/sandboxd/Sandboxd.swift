@@ -34,20 +34,21 @@ struct Sandboxd: ParsableCommand {
 
     @Option(
         help:
-            "Bytes of stdout and of stderr /execute keeps per command; the rest is cut and marked. (default: 16777216)")
+            "Bytes of stdout and of stderr /execute keeps per command; the rest is cut and marked.")
     var maxOutputBytes: Int = 16 << 20
 
     @Option(help: "Largest upload or file write body, in bytes; larger ones get 413. (default: unlimited)")
     var maxUploadBytes: Int?
 
-    @Option(help: "Concurrent connections; more are refused. (default: 1024)")
+    @Option(help: "Concurrent connections; more are refused.")
     var maxConnections: Int = 1024
 
-    @Option(help: "Seconds a connection may stay silent (idle keep-alive, or slow headers and bodies). (default: 60)")
+    @Option(
+        help: "Seconds a connection may stay silent, and the longest a request head may take to arrive (slowloris).")
     var idleTimeout: Int = 60
 
     @Option(
-        help: "Seconds running requests get to finish after SIGTERM/SIGINT before commands are ended. (default: 10)")
+        help: "Seconds running requests get to finish after SIGTERM/SIGINT before commands are ended.")
     var shutdownTimeout: Double = 10
 
     @Option(
@@ -56,7 +57,7 @@ struct Sandboxd: ParsableCommand {
     )
     var token: String?
 
-    @Option(help: "Log lines as 'text' or 'json' (one JSON object per line). (default: text)")
+    @Option(help: "Log lines as 'text' or 'json' (one JSON object per line).")
     var logFormat: LogFormat = .text
 
     enum LogFormat: String, ExpressibleByArgument {
@@ -108,12 +109,15 @@ struct Sandboxd: ParsableCommand {
             }
         }
 
+        options.ownsAllChildren = true
         options.maxOutputBytes = maxOutputBytes
         options.maxUploadBytes = maxUploadBytes
         options.maxConnections = maxConnections
         options.idleTimeout = idleTimeout
         options.shutdownTimeout = shutdownTimeout
         options.token = token ?? env("SANDBOX_API_TOKEN")
+        // The environment was read above (commands get a filtered copy); now hide the token from /proc.
+        if let token = options.token { SecretScrubber.scrub(token: token) }
 
         TerminationSignals.install()
         let server: SandboxServer

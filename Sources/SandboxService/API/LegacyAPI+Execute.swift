@@ -4,7 +4,7 @@ extension LegacyAPI {
     /// `POST /execute`: runs the command and answers when it has exited and its output is drained.
     func execute(_ request: HTTPRequest) -> Reply {
         let pending = PendingResponse()
-        let output = Mutex(CapturedOutput(limit: maxOutputBytes))
+        let output = Mutex(ExecuteOutput(limit: maxOutputBytes))
         let launch: Launch
         do {
             launch = try self.launch(request) { timeout in
@@ -14,11 +14,8 @@ extension LegacyAPI {
                     case .stderr(let bytes): output.withLock { $0.append(bytes, toStdout: false) }
                     case .exit(let termination):
                         var captured = output.withLock { $0.take() }
-                        if termination.timedOut {
-                            if !captured.stderr.isEmpty && captured.stderr.last != 0x0A { captured.stderr.append(0x0A) }
-                            captured.stderr += Array(Self.timeoutMessage(timeout).utf8)
-                        }
-                        pending.complete(.json(Self.executeResult(consume captured, termination)))
+                        if termination.timedOut { captured.appendLine(Self.timeoutMessage(timeout), toStdout: false) }
+                        pending.complete(Self.executeResponse(consume captured, termination))
                     }
                 }
             }
@@ -30,8 +27,9 @@ extension LegacyAPI {
             pending.onClientGone { command.cancel() }
             return .pending(pending)
         case .failed(let message, let exitCode):
-            let captured = CapturedOutput(limit: 0, stderr: Array(message.utf8))
-            return .response(.json(Self.executeResult(captured, Termination(exitCode: exitCode))))
+            var captured = ExecuteOutput(limit: maxOutputBytes)
+            captured.append(Array(message.utf8), toStdout: false)
+            return .response(Self.executeResponse(captured, Termination(exitCode: exitCode)))
         }
     }
 
@@ -125,70 +123,15 @@ extension LegacyAPI {
         return "Command timed out after \(text) seconds"
     }
 
-    /// The answer of `/execute`. Consumes `output`: each stream's bytes are released as soon as they are text, so
-    /// a command at the output cap costs its bytes once, not twice over.
-    static func executeResult(_ output: consuming CapturedOutput, _ termination: Termination) -> JSONValue {
-        let truncated = output.truncated
-        let stdout = String(decoding: output.stdout, as: UTF8.self)
-        output.stdout = []
-        let stderr = String(decoding: output.stderr, as: UTF8.self)
-        output.stderr = []
-        var members: [(String, JSONValue)] = [
-            ("stdout", .string(stdout)),
-            ("stderr", .string(stderr)),
-            ("exit_code", .number(Double(termination.exitCode))),
-            ("timed_out", .bool(termination.timedOut)),
+    /// The answer of `/execute`: `{"stdout", "stderr", "exit_code", "timed_out"}` (and `"truncated": true` when output
+    /// was cut, so an ordinary answer keeps the reference's exact shape).
+    static func executeResponse(_ output: consuming ExecuteOutput, _ termination: Termination) -> HTTPResponse {
+        var output = output
+        var tail: [(String, JSONValue)] = [
+            ("exit_code", .number(Double(termination.exitCode))), ("timed_out", .bool(termination.timedOut)),
         ]
-        // Only when it happened, so an ordinary answer keeps the reference's exact shape.
-        if truncated { members.append(("truncated", .bool(true))) }
-        return .object(members)
-    }
-}
-
-/// The output `/execute` keeps, at most `limit` bytes per stream; the command keeps running (and its pipes keep
-/// being drained) past it, and the cut is marked in the text.
-struct CapturedOutput {
-    let limit: Int
-    var stdout: [UInt8] = []
-    var stderr: [UInt8] = []
-    private(set) var truncated = false
-    private var stdoutCut = false
-    private var stderrCut = false
-
-    init(limit: Int, stderr: [UInt8] = []) {
-        self.limit = limit
-        self.stderr = stderr
-    }
-
-    mutating func append(_ bytes: [UInt8], toStdout: Bool) {
-        if toStdout {
-            Self.append(bytes, to: &stdout, cut: &stdoutCut, limit: limit)
-        } else {
-            Self.append(bytes, to: &stderr, cut: &stderrCut, limit: limit)
-        }
-        truncated = stdoutCut || stderrCut
-    }
-
-    /// Takes the captured output, with a marker where a stream was cut.
-    mutating func take() -> CapturedOutput {
-        let marker = Array("\n[output truncated: more than \(limit) bytes]\n".utf8)
-        if stdoutCut { stdout += marker }
-        if stderrCut { stderr += marker }
-        defer { self = CapturedOutput(limit: limit) }
-        return self
-    }
-
-    private static func append(_ bytes: [UInt8], to buffer: inout [UInt8], cut: inout Bool, limit: Int) {
-        guard !cut else { return }
-        // Past 1 MiB, make room for the whole cap (and the marker) at once: growing by doubling would copy
-        // the buffer again and again and could leave twice the cap allocated.
-        if buffer.count < 1 << 20 && buffer.count + bytes.count >= 1 << 20 { buffer.reserveCapacity(limit + 64) }
-        let room = limit - buffer.count
-        if bytes.count <= room {
-            buffer += bytes
-        } else {
-            buffer += bytes.prefix(max(0, room))
-            cut = true
-        }
+        if output.truncated { tail.append(("truncated", .bool(true))) }
+        return HTTPResponse(
+            status: 200, headers: [("Content-Type", "application/json")], body: .bytes(output.json(then: tail)))
     }
 }

@@ -99,7 +99,8 @@ extension ProcessesAPI {
         case .exited: FilesV1API.failure(.conflict, "process '\(id)' has exited")
         case .stdinClosed:
             FilesV1API.failure(
-                .conflict, "process '\(id)' has no open stdin (start it with \"stdin\": true; DELETE …/stdin closes it)")
+                .conflict, "process '\(id)' has no open stdin (start it with \"stdin\": true; DELETE …/stdin closes it)"
+            )
         case .noTerminal: FilesV1API.failure(.conflict, "process '\(id)' has no pty")
         case .stdinFull:
             {

@@ -150,7 +150,9 @@ final class EventSubscriber: Sendable {
 
     /// Said once, before the replay, when events the client asked for were dropped from the buffer.
     static func comment(missed range: ClosedRange<UInt64>) -> [UInt8] {
-        let events = range.lowerBound == range.upperBound ? "event \(range.lowerBound) is" : "events \(range.lowerBound)-\(range.upperBound) are"
+        let events =
+            range.lowerBound == range.upperBound
+            ? "event \(range.lowerBound) is" : "events \(range.lowerBound)-\(range.upperBound) are"
         return Array(": \(events) no longer buffered; the replay starts after them\n\n".utf8)
     }
 }

@@ -81,7 +81,8 @@ extension ProcessesAPI {
                     }
                     switch value {
                     case .null: return EnvironmentChange(name: name, value: nil)
-                    case .string(let text) where !text.utf8.contains(0): return EnvironmentChange(name: name, value: text)
+                    case .string(let text) where !text.utf8.contains(0):
+                        return EnvironmentChange(name: name, value: text)
                     default: throw invalid("\"env\" value of \"\(name)\" must be a string (or null to unset it)")
                     }
                 }

@@ -120,7 +120,8 @@ public struct ProcessesAPI: Sendable {
             return .failure(error)
         }
         var spec = CommandSpec(
-            argv: body.argv, cwd: cwd, environment: StartRequest.environment(base: environment, applying: body.environment),
+            argv: body.argv, cwd: cwd,
+            environment: StartRequest.environment(base: environment, applying: body.environment),
             timeout: body.timeout)
         spec.stdin = body.stdin
         spec.terminal = body.terminal

@@ -137,14 +137,16 @@ public final class CommandRunner: Sendable {
     }
 
     /// Ends every command: SIGTERM to each tree, then SIGKILL to what is left after `grace`, and finally to every
-    /// process this runner ever started that still lives (background descendants included). Blocks the caller
-    /// (shutdown only) until the commands have ended, at most `grace` + 2 s.
-    public func terminateAll(grace: Double) {
+    /// process this runner ever started that still lives (background descendants included) — and, with
+    /// `includingAllChildren`, to every child of this process (for the sandboxd binary, whose children are all its
+    /// commands'). Blocks the caller (shutdown only) until the commands have ended, at most `grace` + 2 s.
+    public func terminateAll(grace: Double, includingAllChildren: Bool = false) {
         let commands = running.withLock { Array($0.commands.values) }
         commands.forEach { $0.killTree(signal: SIGTERM) }
         let deadline = Date().addingTimeInterval(grace)
         while runningCount > 0 && Date() < deadline { usleep(10_000) }
         ProcessTree.kill(markerPrefix: markerPrefix, signal: SIGKILL)
+        if includingAllChildren { ProcessTree.killAllChildren(signal: SIGKILL) }
         let hardDeadline = Date().addingTimeInterval(2)
         while runningCount > 0 && Date() < hardDeadline { usleep(10_000) }
     }

@@ -93,7 +93,7 @@ final class IOLoop: Sendable {
     /// Runs `task` on the loop thread after `seconds`; returns an id for `cancelTimer`.
     @discardableResult
     func after(_ seconds: Double, _ task: @escaping @Sendable () -> Void) -> UInt64 {
-        let deadline = Self.now() &+ UInt64(max(0, seconds) * 1e9)
+        let deadline = Self.now() &+ UInt64(min(max(0, seconds), 1e9) * 1e9)  // capped at ~31 years: no overflow
         let id = state.withLock { state -> UInt64 in
             let id = state.nextToken
             state.nextToken += 1

@@ -31,6 +31,18 @@ enum ProcessTree {
         }
     }
 
+    /// Signals every child of this process and their descendants: for a process whose children are all its commands'
+    /// (the sandboxd binary, a subreaper), this also ends orphans that carry no marker (a daemon that cleared its
+    /// environment and left its session).
+    static func killAllChildren(signal: Int32) {
+        let me = getpid()
+        for _ in 0..<3 {
+            let members = find(root: me) { _ in false }.filter { $0 != me }
+            guard !members.isEmpty else { return }
+            members.forEach { _ = Glibc.kill($0, signal) }
+        }
+    }
+
     /// Processes that descend from `root` (and `root` itself), or carry a matching marker, or descend from one that
     /// does. A `root` of -1 selects by marker alone.
     private static func find(root: pid_t, markerMatches: (String) -> Bool) -> [pid_t] {

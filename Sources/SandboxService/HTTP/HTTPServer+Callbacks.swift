@@ -18,10 +18,11 @@ extension HTTPServer {
             requestContext: requestContext)
     }
 
-    static let completedHandler: MHD_RequestCompletedCallback = { cls, _, requestContext, termination in
+    static let completedHandler: MHD_RequestCompletedCallback = { cls, connection, requestContext, termination in
         guard let cls, let requestContext, let pointer = requestContext.pointee else { return }
         requestContext.pointee = nil
         let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
+        if let connection { server.connection(connection, waitsForRequest: true) }
         let context = Unmanaged<RequestContext>.fromOpaque(pointer).takeRetainedValue()
         server.completed(context, cleanly: termination == .REQUEST_TERMINATED_COMPLETED_OK)
     }
@@ -41,6 +42,25 @@ extension HTTPServer {
         let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
         let message = String(cString: buffer).trimmingCharacters(in: .whitespacesAndNewlines)
         server.logger.warning("libmicrohttpd: \(message)")
+    }
+
+    /// Refuses a new connection (libmicrohttpd closes it at once) when `--max-connections` are open.
+    static let acceptPolicy: MHD_AcceptPolicyCallback = { cls, _, _ in
+        guard let cls else { return .YES }
+        let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
+        guard server.openConnections >= server.configuration.connectionLimit else { return .YES }
+        server.logger.warning("refused a connection: \(server.configuration.connectionLimit) connections are open")
+        return .NO
+    }
+
+    static let connectionNotified: MHD_NotifyConnectionCallback = { cls, connection, _, code in
+        guard let cls, let connection else { return }
+        let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
+        if code == .CONNECTION_NOTIFY_STARTED {
+            server.connectionOpened(connection, socket: CMicroHTTPD_connection_fd(connection))
+        } else {
+            server.connectionClosed(connection)
+        }
     }
 
     /// Content reader of event streams: bytes, or park (return 0 after suspending), or end.
@@ -104,6 +124,10 @@ extension HTTPServer {
         requestContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     ) -> MHD_Result {
         guard let pointer = requestContext.pointee else {
+            self.connection(connection, waitsForRequest: false)
+            // libmicrohttpd 0.9.75 answers a Content-Length it cannot parse itself, after the handler's answer, so the
+            // client would read two response heads; closing without an answer is the clean failure.
+            guard Self.contentLengthIsValid(connection) else { return .NO }
             let context = begin(connection: connection, url: String(cString: url), method: String(cString: method))
             requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
             if let error = context.bodyError ?? context.earlyFailure, !context.dispatched {
@@ -183,6 +207,13 @@ extension HTTPServer {
         }
         context.bodyMode = mode
         return context
+    }
+
+    /// False for a `Content-Length` that is not a plain decimal number of at most 18 digits.
+    private static func contentLengthIsValid(_ connection: OpaquePointer) -> Bool {
+        guard let raw = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length") else { return true }
+        let text = String(cString: raw).trimmingCharacters(in: .whitespaces)
+        return !text.isEmpty && text.utf8.count <= 18 && text.utf8.allSatisfy { (48...57).contains($0) }
     }
 
     /// A body whose `Content-Length` is over the limit is refused before it is read.

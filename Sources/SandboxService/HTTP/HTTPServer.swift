@@ -63,6 +63,9 @@ public final class HTTPServer: Sendable {
         /// Streams being sent and responses being waited for, with their client sockets.
         var streams: [ObjectIdentifier: (stream: EventStream, socket: Int32)] = [:]
         var pendings: [ObjectIdentifier: (pending: PendingResponse, socket: Int32)] = [:]
+        /// Open connections by connection pointer: their socket, and since when they wait for a request head (nil
+        /// while a request is being served).
+        var connections: [UInt: (socket: Int32, waitingSince: DispatchTime?)] = [:]
         var timer: Source<DispatchSourceTimer>?
         var stopping = false
     }
@@ -94,8 +97,10 @@ public final class HTTPServer: Sendable {
             CMicroHTTPD_start_daemon(
                 flags, configuration.port, configuration.host == "::" ? nil : sockaddr,
                 HTTPServer.accessHandler, context, HTTPServer.completedHandler, context, HTTPServer.keepEscaped,
-                HTTPServer.logError, context,
-                UInt32(max(1, configuration.threads)), UInt32(configuration.connectionLimit),
+                HTTPServer.logError, context, HTTPServer.acceptPolicy, HTTPServer.connectionNotified, context,
+                // libmicrohttpd's own limit only stops accepting (clients then wait in the backlog); the accept policy
+                // enforces the configured limit by closing extra connections at once, so this one is a backstop.
+                UInt32(max(1, configuration.threads)), UInt32(configuration.connectionLimit + 64),
                 UInt32(configuration.idleTimeout), 64 * 1024)
         }
         guard let daemon else { throw StartError.cannotListen(configuration.host, configuration.port) }
@@ -147,11 +152,13 @@ public final class HTTPServer: Sendable {
     /// Requests still being answered: waiting for a command, or streaming events.
     public var activeRequests: Int { state.withLock { $0.streams.count + $0.pendings.count } }
 
-    /// Once a second: keep-alive comments on silent streams, and a check for clients that went away. A suspended
-    /// connection is not polled by libmicrohttpd, so without this a dead client would go unnoticed until the
-    /// command ends.
+    /// Once a second: keep-alive comments on silent streams, a check for clients that went away, and the request
+    /// head deadline. A suspended connection is not polled by libmicrohttpd, so without this a dead client would go
+    /// unnoticed until the command ends; and libmicrohttpd's idle timeout restarts with every byte, so a client
+    /// sending a header byte at a time (slowloris) would hold its connection forever.
     private func tick(keepAliveInterval: Double) {
         let now = DispatchTime.now()
+        cutSlowConnections(now: now)
         let (gone, silent) = state.withLock { state in
             // Under the lock: entries leave in the completion callback, before libmicrohttpd closes the socket.
             let gone = state.streams.values.filter { Self.peerClosed($0.socket) }.map(\.stream)
@@ -163,6 +170,51 @@ public final class HTTPServer: Sendable {
         gone.1.forEach { $0.clientGone() }
         silent.forEach { $0.sendComment("keep-alive") }
     }
+
+    /// Shuts down (never closes: libmicrohttpd owns the descriptor) connections that have not sent a complete request
+    /// head within the idle timeout; libmicrohttpd then sees the socket fail and closes it.
+    private func cutSlowConnections(now: DispatchTime) {
+        let limit = UInt64(configuration.idleTimeout) * 1_000_000_000
+        let cut = state.withLock { state -> Int in
+            var cut = 0
+            for (key, connection) in state.connections {
+                guard let since = connection.waitingSince, now.uptimeNanoseconds - since.uptimeNanoseconds > limit
+                else { continue }
+                shutdown(connection.socket, Int32(SHUT_RDWR))
+                state.connections[key]?.waitingSince = nil
+                cut += 1
+            }
+            return cut
+        }
+        if cut > 0 {
+            logger.info(
+                "closed \(cut) connection(s) that sent no complete request within \(configuration.idleTimeout) s")
+        }
+    }
+
+    /// Connection bookkeeping, from libmicrohttpd's connection notifications and the request callbacks.
+    func connectionOpened(_ connection: OpaquePointer, socket: Int32) {
+        state.withLock {
+            $0.connections[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(connection)))] = (socket, .now())
+        }
+    }
+
+    func connectionClosed(_ connection: OpaquePointer) {
+        state.withLock {
+            _ = $0.connections.removeValue(forKey: UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(connection))))
+        }
+    }
+
+    /// A request head arrived (`waiting` false), or a request ended and the connection waits for the next (true).
+    func connection(_ connection: OpaquePointer, waitsForRequest waiting: Bool) {
+        state.withLock { state in
+            let key = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(connection)))
+            state.connections[key]?.waitingSince = waiting ? .now() : nil
+        }
+    }
+
+    /// Open connections, for the accept policy.
+    var openConnections: Int { state.withLock { $0.connections.count } }
 
     /// True when the peer closed or reset the connection (a zero-byte peek), without consuming any data.
     private static func peerClosed(_ socket: Int32) -> Bool {

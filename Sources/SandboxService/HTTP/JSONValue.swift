@@ -98,21 +98,45 @@ public enum JSONValue: Sendable, Equatable {
 
     private static func writeString(_ string: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        for byte in string.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): out += [92, 34]
-            case UInt8(ascii: "\\"): out += [92, 92]
-            case 0x0A: out += [92, UInt8(ascii: "n")]
-            case 0x0D: out += [92, UInt8(ascii: "r")]
-            case 0x09: out += [92, UInt8(ascii: "t")]
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out += [92, UInt8(ascii: "u"), 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]]
-            default: out.append(byte)
-            }
+        var utf8 = string.utf8
+        if utf8.withContiguousStorageIfAvailable({ appendEscaped($0, to: &out) }) == nil {
+            utf8 = String(string).utf8
+            appendEscaped(Array(utf8), to: &out)
         }
         out.append(UInt8(ascii: "\""))
     }
+
+    /// Appends UTF-8 text as the inside of a JSON string: quotes, backslashes and control characters escaped, runs
+    /// of other bytes copied at once.
+    static func appendEscaped(_ text: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        var runStart = 0
+        for index in 0..<text.count {
+            let byte = text[index]
+            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: text[runStart..<index]))
+            runStart = index + 1
+            out.append(UInt8(ascii: "\\"))
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(byte)
+            case 0x0A: out.append(UInt8(ascii: "n"))
+            case 0x0D: out.append(UInt8(ascii: "r"))
+            case 0x09: out.append(UInt8(ascii: "t"))
+            default:
+                out.append(UInt8(ascii: "u"))
+                out.append(UInt8(ascii: "0"))
+                out.append(UInt8(ascii: "0"))
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 15)])
+            }
+        }
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: text[runStart...]))
+    }
+
+    static func appendEscaped(_ text: [UInt8], to out: inout [UInt8]) {
+        text.withUnsafeBufferPointer { appendEscaped($0, to: &out) }
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 }
 
 extension JSONValue: ExpressibleByDictionaryLiteral, ExpressibleByStringLiteral {

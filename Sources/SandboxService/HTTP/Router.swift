@@ -83,7 +83,11 @@ public struct Router: Sendable {
         func capture(_ path: String) -> String? {
             switch pattern {
             case .exact(let exact): path == exact ? "" : nil
-            case .prefix(let prefix): path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : nil
+            // By UTF-8 bytes: as Characters, a path whose rest starts with a combining mark (`/exists/\u{301}x`) would
+            // fuse it with the prefix's slash and miss.
+            case .prefix(let prefix):
+                path.utf8.starts(with: prefix.utf8)
+                    ? String(decoding: path.utf8.dropFirst(prefix.utf8.count), as: UTF8.self) : nil
             }
         }
     }

@@ -27,6 +27,9 @@ public final class SandboxServer: Sendable {
         public var shutdownTimeout: Double = 10
         /// When set, every endpoint but `GET /` needs `Authorization: Bearer <token>`.
         public var token: String?
+        /// Every child of this process is sandboxd's (true for the binary, not for a host embedding the library):
+        /// shutdown then also ends orphans that carry no command marker.
+        public var ownsAllChildren = false
 
         public init() {}
     }
@@ -70,6 +73,7 @@ public final class SandboxServer: Sendable {
         FilesV1API(root: root, metadataPrefix: options.metadataPrefix, readiness: readiness).register(in: &router)
         processes = ProcessTable(runner: runner)
         ProcessesAPI(table: processes, root: root, environment: environment).register(in: &router)
+        OpenAPIDocument.register(in: &router)
         let metrics = metrics
         router.add(
             .init("GET", .exact("/metrics")) { _, _ in
@@ -100,7 +104,7 @@ public final class SandboxServer: Sendable {
         http.quiesce()
         logger.info("shutting down: \(http.activeRequests) requests and \(runner.runningCount) commands running")
         waitUntil(seconds: options.shutdownTimeout) { http.activeRequests == 0 }
-        runner.terminateAll(grace: 2)
+        runner.terminateAll(grace: 2, includingAllChildren: options.ownsAllChildren)
         // The answers of the commands just ended are on their way; give them a moment to leave.
         waitUntil(seconds: 1) { http.activeRequests == 0 }
         http.stop()

@@ -175,7 +175,7 @@ class RawConn:
     rcvbuf: int | None = None
     timeout: float = 10.0
     sock: socket.socket = field(init=False)
-    buf: bytes = field(init=False, default=b"")
+    buf: bytearray = field(init=False, default_factory=bytearray)
     eof: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -218,14 +218,17 @@ class RawConn:
 
     def _take_exactly(self, n: int, deadline: float) -> bytes:
         while len(self.buf) < n:
-            self._fill(deadline)
-        out, self.buf = self.buf[:n], self.buf[n:]
+            self._fill(deadline, max(65536, min(n - len(self.buf), 4 * MiB)))
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
         return out
 
     def _take_line(self, deadline: float) -> bytes:
         while b"\r\n" not in self.buf:
             self._fill(deadline)
-        line, _, self.buf = self.buf.partition(b"\r\n")
+        end = self.buf.index(b"\r\n")
+        line = bytes(self.buf[:end])
+        del self.buf[: end + 2]
         return line
 
     def read_response(self, within: float = 10.0, head: bool = False) -> RawHTTPResponse:
@@ -238,7 +241,9 @@ class RawConn:
                 if self.buf:
                     raise AssertionError(f"connection closed inside a response head: {self.buf[:300]!r}") from None
                 raise
-        raw_head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        end = self.buf.index(b"\r\n\r\n")
+        raw_head = bytes(self.buf[:end])
+        del self.buf[: end + 4]
         lines = raw_head.split(b"\r\n")
         parts = lines[0].decode("latin-1").split(" ", 2)
         assert len(parts) >= 2 and parts[0].startswith("HTTP/1.") and parts[1].isdigit(), \
@@ -268,7 +273,11 @@ class RawConn:
                     self._fill(deadline)
                 except Closed:
                     break
-            body, self.buf = self.buf, b""
+            body = bytes(self.buf)
+            self.buf.clear()
+        assert not body.startswith(b"HTTP/1."), (
+            f"malformed response: its body starts with another status line (the head was sent twice): "
+            f"{raw_head + b'|' + body[:160]!r}")
         return RawHTTPResponse(status, parts[2] if len(parts) > 2 else "", headers, body, raw_head)
 
     def read_head(self, within: float = 10.0) -> tuple[int, dict[str, str]]:
@@ -276,7 +285,9 @@ class RawConn:
         deadline = time.monotonic() + within
         while b"\r\n\r\n" not in self.buf:
             self._fill(deadline, 1)  # byte by byte: nothing of the body is read ahead
-        raw_head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        end = self.buf.index(b"\r\n\r\n")
+        raw_head = bytes(self.buf[:end])
+        del self.buf[: end + 4]
         lines = raw_head.split(b"\r\n")
         status = int(lines[0].split()[1])
         headers = {}
@@ -309,7 +320,7 @@ class RawConn:
         try:
             while True:
                 self._fill(deadline)
-                self.buf = b""
+                self.buf.clear()
         except Closed:
             return True
         except Timeout:

@@ -7,7 +7,6 @@ When unset, nothing answers 401.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from typing import Iterator

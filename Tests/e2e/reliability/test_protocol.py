@@ -4,6 +4,9 @@ Malformed HTTP over raw sockets: bad request lines, unknown methods, HTTP/0.9, h
 chunked encoding, truncated multipart, bodies shorter and longer than Content-Length, pipelining,
 Expect: 100-continue, and abrupt disconnects at every stage. After each, the server has answered (never a 500)
 or closed, and `GET /` on a new connection still answers 200 quickly.
+
+The module runs its own server with `--idle-timeout 2`, so "answers or closes" has a bound even for a message
+the server can only wait on (a partial request whose client half-closed): the idle timeout plus a margin.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pathlib
 import uuid
+from typing import Iterator
 
 import pytest
 
-from conftest import wait_until
+from conftest import Server, launch, sandboxd_binary, stop, wait_until
 
 from .support import (
     Closed,
@@ -31,11 +36,41 @@ from .support import (
     unique_sleep,
 )
 
-ANSWER_OR_CLOSE = 5.0  # seconds the server gets to answer or close after a complete (malformed) message
+IDLE_TIMEOUT = 2
+# Seconds the server gets to answer or close: the idle timeout, plus libmicrohttpd's 1 s timeout granularity, plus
+# a margin for a loaded machine.
+ANSWER_OR_CLOSE = IDLE_TIMEOUT + 3.0
+MORE_ANSWERS = 1.0  # after a first answer, how long further answers (pipelined, or to trailing junk) may take
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    """This module's sandboxd (shadows the suite's `server`, so the suite's after-test check of a live server with no
+    children applies to it): --idle-timeout 2, its own root."""
+    binary = sandboxd_binary()
+    if not binary.is_file():
+        pytest.fail(f"sandboxd binary not found at {binary}")
+    srv = launch(binary, tmp_path_factory.mktemp("root-protocol"), ("--idle-timeout", str(IDLE_TIMEOUT)))
+    yield srv
+    stop(srv)
+
+
+@pytest.fixture
+def root(server) -> pathlib.Path:
+    return server.root
+
+
+@pytest.fixture
+def workdir(server) -> Iterator[pathlib.Path]:
+    """A fresh directory under the root; its name relative to the root is workdir.name."""
+    path = server.root / f"protocol-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    yield path
 
 
 def _answer_or_close(server, payload: bytes, what: str, half_close: bool = True) -> list:
-    """Like _exchange, but an answer followed by an open keep-alive connection is fine too."""
+    """Send payload (then, by default, half-close) and collect the answers: the server must answer or close within
+    ANSWER_OR_CLOSE; an answer followed by a connection kept open is fine. No 5xx but 501/505; then GET / works."""
     with RawConn(server) as conn:
         conn.send(payload)
         if half_close:
@@ -46,7 +81,7 @@ def _answer_or_close(server, payload: bytes, what: str, half_close: bool = True)
         responses = []
         try:
             while True:
-                responses.append(conn.read_response(ANSWER_OR_CLOSE))
+                responses.append(conn.read_response(MORE_ANSWERS if responses else ANSWER_OR_CLOSE))
         except Closed:
             pass
         except Timeout:
@@ -125,8 +160,23 @@ CONFLICTING = {
 }
 
 
+# libmicrohttpd 0.9.75 rejects a Content-Length it cannot parse before sandboxd sees the request, but writes its
+# 400 (413 for a number too large) head twice (reproduced with a 20-line C program on the bare library), so only
+# the first answer is readable.
+# README lists it among the libmicrohttpd limits; what matters is a 4xx, no command run, and a healthy server.
+UNPARSEABLE_LENGTH = {"negative-content-length", "huge-content-length", "non-numeric-content-length"}
+
+
 @pytest.mark.parametrize("case", list(CONFLICTING))
 def test_conflicting_or_invalid_framing(server, case):
+    if case in UNPARSEABLE_LENGTH:
+        with RawConn(server) as conn:
+            conn.send(CONFLICTING[case])
+            conn.sock.settimeout(ANSWER_OR_CLOSE)
+            head = conn.sock.recv(64)
+        assert head.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 413 ")), f"{case}: {head!r}"
+        assert_healthy(server)
+        return
     responses = _answer_or_close(server, CONFLICTING[case], case)
     assert not any(resp.status == 200 and b"smuggled" in resp.body for resp in responses), responses
 
@@ -135,15 +185,21 @@ def test_conflicting_or_invalid_framing(server, case):
 # chunked bodies
 
 _CHUNKED_HEAD = b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+_CMD = b'{"command": "echo chunked"}'  # 0x1b bytes: a valid body, so running it would show a misparse
 BAD_CHUNKED = {
-    "bad-hex-size": b"zz\r\n{}\r\n0\r\n\r\n",
-    "size-overflow": b"fffffffffffffffffffffff\r\n{}\r\n0\r\n\r\n",
-    "negative-size": b"-2\r\n{}\r\n0\r\n\r\n",
-    "missing-crlf-after-data": b"2\r\n{}XX0\r\n\r\n",
-    "data-longer-than-size": b"1\r\n{}\r\n0\r\n\r\n",
-    "size-without-crlf": b"2{}\r\n0\r\n\r\n",
-    "bad-extension": b"2;;;=\x00\r\n{}\r\n0\r\n\r\n",
-    "missing-terminator-then-close": b"2\r\n{}\r\n",
+    "bad-hex-size": b"zz\r\n" + _CMD + b"\r\n0\r\n\r\n",
+    "size-overflow": b"fffffffffffffffffffffff\r\n" + _CMD + b"\r\n0\r\n\r\n",
+    "negative-size": b"-1b\r\n" + _CMD + b"\r\n0\r\n\r\n",
+    "missing-crlf-after-data": b"1b\r\n" + _CMD + b"XX0\r\n\r\n",
+    "data-longer-than-size": b"1a\r\n" + _CMD + b"\r\n0\r\n\r\n",
+    "size-without-crlf": b"1b" + _CMD + b"\r\n0\r\n\r\n",
+    "missing-last-chunk-then-eof": b"1b\r\n" + _CMD + b"\r\n",
+}
+ODD_CHUNKED = {  # unusual but harmless: any answer but a 5xx is fine
+    "odd-extension": b"1b;;;=\x01\r\n" + _CMD + b"\r\n0\r\n\r\n",
+    "uppercase-hex": b"1B\r\n" + _CMD + b"\r\n0\r\n\r\n",
+    "leading-zeros": b"00001b\r\n" + _CMD + b"\r\n0000\r\n\r\n",
+    "empty-body": b"0\r\n\r\n",
 }
 
 
@@ -151,7 +207,12 @@ BAD_CHUNKED = {
 def test_bad_chunked_encoding(server, case):
     responses = _answer_or_close(server, _CHUNKED_HEAD + BAD_CHUNKED[case], case)
     for resp in responses:
-        assert resp.status != 200, f"{case}: a broken chunked body was accepted: {resp}"
+        assert resp.status != 200, f"{case}: a broken chunked body was run: {resp}"
+
+
+@pytest.mark.parametrize("case", list(ODD_CHUNKED))
+def test_odd_but_harmless_chunked_encoding(server, case):
+    _answer_or_close(server, _CHUNKED_HEAD + ODD_CHUNKED[case], case)
 
 
 def test_valid_chunked_with_extensions_and_trailers_works(server):
@@ -166,36 +227,36 @@ def test_valid_chunked_with_extensions_and_trailers_works(server):
 # bodies that do not match their framing
 
 
-def test_truncated_multipart_leaves_nothing(server, workdir, root):
-    name = workdir.join("truncated.bin")
+def test_truncated_multipart_leaves_nothing(server, workdir):
+    name = f"{workdir.name}/truncated.bin"
     body, ctype = multipart_body(name, b"x" * 5000)
     cut = body[: len(body) - 200]  # the end of the content and the closing boundary are missing
     responses = _answer_or_close(server, request_bytes("POST", "/upload", cut, {"Content-Type": ctype}),
                                  "truncated multipart")
     assert responses and 400 <= responses[0].status < 500, responses
-    assert wait_until(lambda: not os.listdir(root / workdir.rel), 5.0), os.listdir(root / workdir.rel)
+    assert wait_until(lambda: not os.listdir(workdir), 5.0), os.listdir(workdir)
 
 
-def test_multipart_without_closing_boundary_leaves_nothing(server, workdir, root):
-    name = workdir.join("unclosed.bin")
+def test_multipart_without_closing_boundary_leaves_nothing(server, workdir):
+    name = f"{workdir.name}/unclosed.bin"
     body, ctype = multipart_body(name, b"y" * 5000)
     unclosed = body[: body.rindex(b"\r\n--")]  # the whole content, but no closing delimiter
     responses = _answer_or_close(server, request_bytes("POST", "/upload", unclosed, {"Content-Type": ctype}),
                                  "multipart without closing boundary")
     assert responses and 400 <= responses[0].status < 500, responses
-    assert wait_until(lambda: not os.listdir(root / workdir.rel), 5.0), os.listdir(root / workdir.rel)
+    assert wait_until(lambda: not os.listdir(workdir), 5.0), os.listdir(workdir)
 
 
 @pytest.mark.parametrize("target", ["execute", "upload", "v1-put"])
-def test_body_shorter_than_content_length_then_close(server, workdir, root, target):
-    marker = uuid.uuid4().hex[:8]
+def test_body_shorter_than_content_length_then_close(server, workdir, target):
+    name = f"{workdir.name}/{uuid.uuid4().hex[:8]}"
     if target == "execute":
-        body, ctype, path = f'{{"command": "touch {workdir.join(marker)}"}}'.encode(), "application/json", "/execute"
+        body, ctype, path = f'{{"command": "touch {name}"}}'.encode(), "application/json", "/execute"
     elif target == "upload":
-        body, ctype = multipart_body(workdir.join(marker), b"z" * 10_000)
+        body, ctype = multipart_body(name, b"z" * 10_000)
         path = "/upload"
     else:
-        body, ctype, path = b"z" * 10_000, "application/octet-stream", f"/v1/files/{workdir.q(marker)}"
+        body, ctype, path = b"z" * 10_000, "application/octet-stream", f"/v1/files/{name}"
     head = (f"POST {path} HTTP/1.1\r\n" if target != "v1-put" else f"PUT {path} HTTP/1.1\r\n").encode()
     head += f"Host: x\r\nContent-Type: {ctype}\r\nContent-Length: {len(body) + 1000}\r\n\r\n".encode()
     for how in ("half-close", "close", "reset"):
@@ -215,8 +276,7 @@ def test_body_shorter_than_content_length_then_close(server, workdir, root, targ
         else:
             conn.abort()
         assert_healthy(server)
-    assert wait_until(lambda: not os.listdir(root / workdir.rel), 5.0), \
-        f"{target}: a cut body had an effect: {os.listdir(root / workdir.rel)}"
+    assert wait_until(lambda: not os.listdir(workdir), 5.0), f"{target}: a cut body had an effect: {os.listdir(workdir)}"
 
 
 def test_body_longer_than_content_length(server):
@@ -275,7 +335,8 @@ def test_expect_header(server, case):
         conn.send(head + b"\r\n\r\n")
         first = None
         try:
-            first = conn.read_response(2.0)  # a 100, or an early final answer; or nothing (then send anyway)
+            # a 100, or an early final answer; or nothing: then send anyway, as curl does after 1 s
+            first = conn.read_response(0.8)
         except Timeout:
             pass
         if first is None or first.status == 100:
@@ -322,7 +383,7 @@ def test_abrupt_disconnect_before_the_answer(server, root, stage, how):
 
 @pytest.mark.deadline(40)
 @pytest.mark.parametrize("how", ["close", "reset"])
-def test_abrupt_disconnect_while_waiting_for_a_command(server, local_server, how):
+def test_abrupt_disconnect_while_waiting_for_a_command(server, how):
     duration = unique_sleep(300)
     conn = RawConn(server)
     conn.send(request_bytes("POST", "/execute", json.dumps({"command": f"sleep {duration}"}).encode(),
@@ -338,7 +399,7 @@ def test_abrupt_disconnect_while_waiting_for_a_command(server, local_server, how
 
 @pytest.mark.deadline(40)
 @pytest.mark.parametrize("how", ["close", "reset"])
-def test_abrupt_disconnect_mid_stream(server, local_server, how):
+def test_abrupt_disconnect_mid_stream(server, how):
     marker = f"abrupt-{uuid.uuid4().hex[:8]}"
     conn = RawConn(server)
     conn.send(request_bytes("POST", "/execute/stream", json.dumps({"command": f"yes {marker}"}).encode(),

@@ -7,7 +7,6 @@ no process behind.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import socket

@@ -18,7 +18,7 @@ import requests
 
 from conftest import wait_until
 
-from .support import MiB, children, open_fds, record_figures, status_kib
+from .support import children, open_fds, record_figures, status_kib
 
 TOTAL = 20_000
 WORKERS = 4
