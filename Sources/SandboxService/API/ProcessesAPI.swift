@@ -29,12 +29,23 @@ public struct ProcessesAPI: Sendable {
     public func register(in router: inout Router) {
         router.add(.init("POST", .exact("/v1/processes")) { request, _ in start(request) })
         router.add(.init("GET", .exact("/v1/processes")) { _, _ in list() })
-        router.add(.init("GET", .prefix(Self.prefix)) { request, outcome in handle(request, outcome) })
+        // Each method's route takes only the endpoints that answer it, so an unknown endpoint is a 404 and the
+        // router's 405 names exactly the endpoint's methods in `Allow`.
+        let serves: @Sendable (String) -> @Sendable (String) -> Bool = { method in
+            { Target($0)?.allowedMethods.contains(method) ?? false }
+        }
         router.add(
-            .init("POST", .prefix(Self.prefix), body: .perRequest(postBody)) { request, outcome in
+            .init("GET", .prefix(Self.prefix), accepts: serves("GET")) { request, outcome in
                 handle(request, outcome)
             })
-        router.add(.init("DELETE", .prefix(Self.prefix)) { request, outcome in handle(request, outcome) })
+        router.add(
+            .init("POST", .prefix(Self.prefix), body: .perRequest(postBody), accepts: serves("POST")) {
+                request, outcome in handle(request, outcome)
+            })
+        router.add(
+            .init("DELETE", .prefix(Self.prefix), accepts: serves("DELETE")) { request, outcome in
+                handle(request, outcome)
+            })
     }
 
     /// What `/v1/processes/{id}[/action]` names: the part after the prefix, split at its one slash.

@@ -61,14 +61,19 @@ public struct Router: Sendable {
         public var pattern: Pattern
         public var body: BodyMode
         public var handler: @Sendable (HTTPRequest, UploadOutcome?) -> Reply
+        /// For a prefix route, which captured rests it serves (all when nil): the route is then neither matched nor
+        /// counted in `Allow` for the others.
+        public var accepts: (@Sendable (String) -> Bool)?
 
         public init(
             _ method: String, _ pattern: Pattern, body: BodyMode = .buffered(limit: 1 << 20),
+            accepts: (@Sendable (String) -> Bool)? = nil,
             handler: @escaping @Sendable (HTTPRequest, UploadOutcome?) -> Reply
         ) {
             self.method = method
             self.pattern = pattern
             self.body = body
+            self.accepts = accepts
             self.handler = handler
         }
 
@@ -82,12 +87,13 @@ public struct Router: Sendable {
 
         func capture(_ path: String) -> String? {
             switch pattern {
-            case .exact(let exact): path == exact ? "" : nil
+            case .exact(let exact): return path == exact ? "" : nil
             // By UTF-8 bytes: as Characters, a path whose rest starts with a combining mark (`/exists/\u{301}x`) would
             // fuse it with the prefix's slash and miss.
             case .prefix(let prefix):
-                path.utf8.starts(with: prefix.utf8)
-                    ? String(decoding: path.utf8.dropFirst(prefix.utf8.count), as: UTF8.self) : nil
+                guard path.utf8.starts(with: prefix.utf8) else { return nil }
+                let rest = String(decoding: path.utf8.dropFirst(prefix.utf8.count), as: UTF8.self)
+                return accepts?(rest) ?? true ? rest : nil
             }
         }
     }
