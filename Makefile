@@ -51,3 +51,20 @@ format:
 
 clean:
 	rm -rf .build .build-release docker/dist
+
+# Benchmarks (issue 6): sandboxd against this machine's limits in one run. `make bench` rewrites bench/RESULTS.md;
+# `make bench-smoke` is the same script with tiny sizes, checking only that every step produced a number.
+BENCH_APT := wrk nginx-light gcc
+BENCH_PREP = @{ command -v wrk && command -v nginx && command -v gcc && command -v dd; } >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(BENCH_APT); }; \
+	$(PYTHON) -c 'import matplotlib' 2>/dev/null || \
+		$(PYTHON) -m pip install -q --disable-pip-version-check matplotlib; \
+	swift build -c release --static-swift-stdlib --scratch-path .build-release
+
+bench: deps
+	$(BENCH_PREP)
+	$(PYTHON) bench/bench.py --bin .build-release/release/sandboxd
+
+bench-smoke: deps
+	$(BENCH_PREP)
+	$(PYTHON) bench/bench.py --bin .build-release/release/sandboxd --smoke

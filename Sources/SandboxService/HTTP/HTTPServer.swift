@@ -178,7 +178,9 @@ public final class HTTPServer: Sendable {
         let cut = state.withLock { state -> Int in
             var cut = 0
             for (key, connection) in state.connections {
-                guard let since = connection.waitingSince, now.uptimeNanoseconds - since.uptimeNanoseconds > limit
+                // `now` was read before the lock: a request may have started waiting after it.
+                guard let since = connection.waitingSince, now > since,
+                    now.uptimeNanoseconds - since.uptimeNanoseconds > limit
                 else { continue }
                 shutdown(connection.socket, Int32(SHUT_RDWR))
                 state.connections[key]?.waitingSince = nil
