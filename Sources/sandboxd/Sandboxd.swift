@@ -110,6 +110,7 @@ struct Sandboxd: ParsableCommand {
         }
 
         options.ownsAllChildren = true
+        options.structuredLogs = logFormat == .json
         options.maxOutputBytes = maxOutputBytes
         options.maxUploadBytes = maxUploadBytes
         options.maxConnections = maxConnections

@@ -22,10 +22,8 @@ public struct LegacyAPI: Sendable {
     }
 
     public func register(in router: inout Router) {
-        router.add(
-            .init("GET", .exact("/")) { _, _ in
-                .response(.json(["status": "ok", "message": "Sandbox Runtime is active."] as JSONValue))
-            })
+        let health = HTTPResponse.json(["status": "ok", "message": "Sandbox Runtime is active."])
+        router.add(.init("GET", .exact("/")) { _, _ in .response(health) })
         router.add(.init("POST", .exact("/execute")) { request, _ in execute(request) })
         router.add(.init("POST", .exact("/execute/stream")) { request, _ in executeStream(request) })
         router.add(

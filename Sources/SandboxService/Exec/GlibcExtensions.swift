@@ -24,6 +24,10 @@ let unlockpt = glibcFunction("unlockpt", as: (@convention(c) (Int32) -> Int32).s
 let ptsname_r = glibcFunction(
     "ptsname_r", as: (@convention(c) (Int32, UnsafeMutablePointer<CChar>, Int) -> Int32).self)
 
+/// `pthread_setname_np`: names threads, so `top -H` and crash reports show what each one is.
+let setThreadName = glibcFunction(
+    "pthread_setname_np", as: (@convention(c) (pthread_t, UnsafePointer<CChar>) -> Int32).self)
+
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphans of sandboxd's commands are re-parented to sandboxd, which reaps
 /// them, instead of to the container's PID 1 (which may not reap at all). `prctl` is variadic in C; on Linux's
 /// ABIs a call with only integer arguments through this fixed signature passes them the same way.

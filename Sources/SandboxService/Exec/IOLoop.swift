@@ -48,9 +48,7 @@ final class IOLoop: Sendable {
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         }
-        let thread = Thread { [self] in self.run() }
-        thread.name = name
-        thread.start()
+        startThread(named: name) { [self] in self.run() }
     }
 
     /// Watches `fd` for `events` (`POLLIN` or `POLLOUT`); returns the token that names the registration.
@@ -82,12 +80,8 @@ final class IOLoop: Sendable {
 
     /// Runs `task` on the loop thread, after the tasks queued before it.
     func async(_ task: @escaping @Sendable () -> Void) {
-        let wake = state.withLock { state -> Bool in
-            state.tasks.append(task)
-            defer { state.wakePending = true }
-            return !state.wakePending
-        }
-        if wake { self.wake() }
+        state.withLock { $0.tasks.append(task) }
+        wake()
     }
 
     /// Runs `task` on the loop thread after `seconds`; returns an id for `cancelTimer`.
@@ -108,7 +102,14 @@ final class IOLoop: Sendable {
         _ = state.withLock { $0.timers.removeValue(forKey: id) }
     }
 
+    /// Makes the loop re-read its registrations, timers and tasks; one byte in the pipe is enough for any number of
+    /// changes made before the loop runs again.
     private func wake() {
+        let needed = state.withLock { state -> Bool in
+            defer { state.wakePending = true }
+            return !state.wakePending
+        }
+        guard needed else { return }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
     }
@@ -128,6 +129,8 @@ final class IOLoop: Sendable {
             descriptors.append(pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0))
             tokens.append(Self.wakeToken)
             let timeout = state.withLock { state -> Int32 in
+                // Changes after this point write a new wake byte; the ones before are in what is read below.
+                state.wakePending = false
                 for (token, registration) in state.registrations where registration.active {
                     descriptors.append(pollfd(fd: registration.fd, events: registration.events, revents: 0))
                     tokens.append(token)
@@ -158,10 +161,7 @@ final class IOLoop: Sendable {
     private func runTasks() {
         while true {
             let tasks = state.withLock { state -> [@Sendable () -> Void] in
-                defer {
-                    state.tasks = []
-                    state.wakePending = false
-                }
+                defer { state.tasks = [] }
                 return state.tasks
             }
             guard !tasks.isEmpty else { return }

@@ -31,6 +31,16 @@ enum ProcessTree {
         }
     }
 
+    /// Signals every process whose environment holds `markerEntry` exactly, and their descendants, and nothing found
+    /// by group or parent pid: for a command that was reaped, whose pid (and so its group id) may be another's now.
+    static func kill(markerEntry: String, signal: Int32) {
+        for _ in 0..<3 {
+            let members = find(root: -1) { $0 == markerEntry }
+            guard !members.isEmpty else { return }
+            members.forEach { _ = Glibc.kill($0, signal) }
+        }
+    }
+
     /// Signals every child of this process and their descendants: for a process whose children are all its commands'
     /// (the sandboxd binary, a subreaper), this also ends orphans that carry no marker (a daemon that cleared its
     /// environment and left its session).

@@ -148,9 +148,18 @@ public final class RunningCommand: Sendable {
         }
     }
 
+    /// On the reaper thread. When the output already reached EOF (the usual case for a short command), the exit is
+    /// delivered right here; otherwise the loop waits for the output, with the drain grace.
     func processExited(status: Int32) {
+        let outputDone = state.withLock { state -> Bool in
+            state.waitStatus = status
+            return state.started && !state.outputs.contains(where: \.open)
+        }
+        if outputDone {
+            finishIfDone()
+            return
+        }
         runner.loop.async { [self] in
-            state.withLock { $0.waitStatus = status }
             scheduleGraceIfNeeded()
             finishIfDone()
         }
@@ -214,15 +223,23 @@ public final class RunningCommand: Sendable {
     /// Reads one chunk from an output; on EOF (or EIO from a terminal whose last user closed it) stops watching it.
     /// Loop thread.
     private func readAvailable(fd: Int32) {
-        var buffer = [UInt8](repeating: 0, count: Self.readSize)
-        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, Self.readSize) }
-        if count > 0 {
-            buffer.removeSubrange(count...)
-            let isStdout = state.withLock { state in state.outputs.first { $0.fd == fd }?.isStdout ?? true }
-            sink(isStdout ? .stdout(buffer) : .stderr(buffer))
-        } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
-            closeOutput(fd: fd)
-            finishIfDone()
+        // A few reads per event: a short command's last output and its EOF are then seen in one round of the loop;
+        // the bound keeps one busy command from starving the others.
+        for _ in 0..<4 {
+            var buffer = [UInt8](repeating: 0, count: Self.readSize)
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, Self.readSize) }
+            if count > 0 {
+                buffer.removeSubrange(count...)
+                let isStdout = state.withLock { state in state.outputs.first { $0.fd == fd }?.isStdout ?? true }
+                sink(isStdout ? .stdout(buffer) : .stderr(buffer))
+                if state.withLock({ $0.outputPaused }) { return }
+            } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
+                closeOutput(fd: fd)
+                finishIfDone()
+                return
+            } else {
+                return
+            }
         }
     }
 

@@ -297,13 +297,33 @@ extension HTTPServer {
         if context.bytesReceived > 0 && context.bodyMode.isStreamed { metrics.addUploaded(context.bytesReceived) }
         if cleanly && context.fileBytes > 0 { metrics.addDownloaded(context.fileBytes) }
         let status = context.status == 0 ? "-" : String(context.status)
-        let duration = String(format: "%.1fms", seconds * 1000)
-        logger.info(
-            "\(context.method) \(context.path) \(status) \(duration)\(cleanly ? "" : " (connection closed)")",
-            metadata: [
-                "request_id": "\(context.requestID)", "method": "\(context.method)", "path": "\(context.path)",
-                "status": "\(context.status)", "duration_ms": "\(String(format: "%.3f", seconds * 1000))",
-            ])
+        let microseconds = Int((seconds * 1e6).rounded())
+        let message: Logger.Message =
+            "\(context.method) \(context.path) \(status) \(Self.decimal(microseconds, places: 3, of: 1))ms\(cleanly ? "" : " (connection closed)")"
+        // The text line already says method, path, status and duration; structured logs get them as fields.
+        if configuration.structuredLogs {
+            logger.info(
+                message,
+                metadata: [
+                    "request_id": "\(context.requestID)", "method": "\(context.method)", "path": "\(context.path)",
+                    "status": "\(context.status)", "duration_ms": "\(Self.decimal(microseconds, places: 3, of: 3))",
+                ])
+        } else {
+            logger.info(message, metadata: ["request_id": "\(context.requestID)"])
+        }
+    }
+
+    /// `value / 10^places` printed with `shown` decimals (without Foundation's `String(format:)`, which is slow in
+    /// the per-request log line).
+    static func decimal(_ value: Int, places: Int, of shown: Int) -> String {
+        var scale = 1
+        for _ in 0..<places { scale *= 10 }
+        var drop = 1
+        for _ in 0..<(places - shown) { drop *= 10 }
+        let scaled = (value + drop / 2) / drop
+        let unit = scale / drop
+        let fraction = String(scaled % unit)
+        return "\(scaled / unit).\(String(repeating: "0", count: shown - fraction.count))\(fraction)"
     }
 }
 

@@ -23,6 +23,8 @@ public final class HTTPServer: Sendable {
         public var bearerToken: String?
         /// Cap on streamed (upload and file write) bodies, in bytes; nil for none.
         public var maxUploadBytes: Int?
+        /// Request log lines carry method, path, status and duration as metadata fields (for `--log-format json`).
+        public var structuredLogs = false
 
         public init(
             host: String = "0.0.0.0", port: UInt16 = 8000, threads: Int = 2, connectionLimit: Int = 1024,
@@ -101,7 +103,9 @@ public final class HTTPServer: Sendable {
                 // libmicrohttpd's own limit only stops accepting (clients then wait in the backlog); the accept policy
                 // enforces the configured limit by closing extra connections at once, so this one is a backstop.
                 UInt32(max(1, configuration.threads)), UInt32(configuration.connectionLimit + 64),
-                UInt32(configuration.idleTimeout), 64 * 1024)
+                // Per-connection memory (request head and read buffer). libmicrohttpd clears it for every request, so a
+                // larger pool costs every small request; 32 KiB is its default and bounds request heads.
+                UInt32(configuration.idleTimeout), 32 * 1024)
         }
         guard let daemon else { throw StartError.cannotListen(configuration.host, configuration.port) }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "sandboxd.keepalive"))

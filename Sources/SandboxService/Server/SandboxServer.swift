@@ -30,6 +30,8 @@ public final class SandboxServer: Sendable {
         /// Every child of this process is sandboxd's (true for the binary, not for a host embedding the library):
         /// shutdown then also ends orphans that carry no command marker.
         public var ownsAllChildren = false
+        /// Request log lines carry their fields as metadata (for a JSON log handler).
+        public var structuredLogs = false
 
         public init() {}
     }
@@ -82,9 +84,10 @@ public final class SandboxServer: Sendable {
                         status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
                         body: .bytes(Array(metrics.render().utf8))))
             })
-        let configuration = HTTPServer.Configuration(
+        var configuration = HTTPServer.Configuration(
             host: options.host, port: options.port, threads: options.threads, connectionLimit: options.maxConnections,
             idleTimeout: options.idleTimeout, bearerToken: options.token, maxUploadBytes: options.maxUploadBytes)
+        configuration.structuredLogs = options.structuredLogs
         http = HTTPServer(configuration: configuration, router: router, logger: logger, metrics: metrics)
     }
 
