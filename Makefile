@@ -29,7 +29,7 @@ deps-test: deps
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_TEST); }
 	@$(PYTHON) -m pip install -q --disable-pip-version-check -r Tests/e2e/requirements.txt
 
-test: deps-test lint test-swift test-e2e test-container
+test: deps-test lint test-swift test-e2e test-container bench-smoke
 
 test-swift: deps
 	swift build --build-tests
