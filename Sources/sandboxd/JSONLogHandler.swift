@@ -1,5 +1,7 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
+import SandboxService
 
 /// `--log-format json`: one JSON object per line on stderr, with the message, level, time and every metadata field
 /// (a request's line carries request_id, method, path, status and duration_ms).
@@ -29,11 +31,9 @@ struct JSONLogHandler: LogHandler {
         for (key, value) in metadata.merging(explicit ?? [:], uniquingKeysWith: { $1 }) {
             fields[key] = value.description
         }
-        guard
-            var data = try? JSONSerialization.data(
-                withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])
-        else { return }
-        data.append(0x0A)
-        FileHandle.standardError.write(data)
+        var line = JSONValue.object(fields.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }).encoded()
+        line.append(0x0A)
+        // One write per line, so lines from different threads never interleave.
+        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 }

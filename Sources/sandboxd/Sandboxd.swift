@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import Logging
 import SandboxService
 
@@ -85,7 +85,7 @@ struct Sandboxd: ParsableCommand {
         let logger = Logger(label: "sandboxd")
         let environment = ProcessInfo.processInfo.environment
         func env(_ name: String) -> String? {
-            guard let value = environment[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else {
+            guard let value = environment[name]?.trimmingWhitespace(), !value.isEmpty else {
                 return nil
             }
             return value

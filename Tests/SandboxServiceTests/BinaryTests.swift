@@ -48,11 +48,16 @@ private final class ProcessOutput: Sendable {
 
     var snapshot: Snapshot { state.withLock { $0 } }
 
-    /// Waits until `probe` finds what it looks for in the output, or the deadline passes.
+    /// Waits until `probe` finds what it looks for in the output, or the deadline passes, or the process exited
+    /// without it (nothing more can come then).
     func wait<T: Sendable>(_ what: String, seconds: Double, _ probe: (Snapshot) -> T?) throws -> T {
         let deadline = Deadline(seconds: seconds)
         while true {
-            if let found = probe(snapshot) { return found }
+            let current = snapshot
+            if let found = probe(current) { return found }
+            if let termination = current.termination {
+                throw TestFailure("exited (\(termination)) before \(what); stderr:\n\(current.stderrText)")
+            }
             if changed.wait(timeout: deadline.dispatchTime) == .timedOut {
                 if let found = probe(snapshot) { return found }
                 throw TestFailure("timed out after \(seconds) s waiting for \(what); stderr:\n\(snapshot.stderrText)")
@@ -60,6 +65,9 @@ private final class ProcessOutput: Sendable {
         }
     }
 }
+
+/// Starts every `sandboxd` of this suite; one runner, so one I/O thread, for all of them.
+private let runner = CommandRunner()
 
 /// A running `sandboxd`.
 private struct Sandboxd {
@@ -79,7 +87,7 @@ private struct Sandboxd {
         let spec = CommandSpec(
             argv: [path] + arguments, cwd: directory.path, environment: variables.map { "\($0.key)=\($0.value)" },
             timeout: 50)
-        let command = try CommandRunner().start(spec) { output.receive($0) }
+        let command = try runner.start(spec) { output.receive($0) }
         return Sandboxd(command: command, output: output)
     }
 
@@ -240,7 +248,10 @@ struct BinaryTests {
         #expect(ProcessTable.entry(group)?.parent == sandboxd.pid)
 
         sandboxd.signal(SIGTERM)
-        #expect(try sandboxd.waitForExit().exitCode == 0)
+        // The request's shutdown timeout, then SIGTERM and at most 2 s more before SIGKILL, then the answers leave.
+        #expect(try sandboxd.waitForExit(seconds: 15).exitCode == 0)
+        let events = try stream.readAllEvents(deadline: Deadline(seconds: 5))
+        #expect(events.last?.event == "done", "\(events)")
         let gone = await poll(until: Deadline(seconds: 5)) { ProcessTable.groupIsGone(group) }
         #expect(gone, "command group \(group) outlived sandboxd: \(ProcessTable.liveMembers(ofGroup: group))")
     }

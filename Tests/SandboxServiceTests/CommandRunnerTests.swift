@@ -263,7 +263,8 @@ private func statusMask(_ name: String, in status: String) -> UInt64? {
     @Test func commandIsItsOwnProcessGroupLeader() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let result = try await run(spec(["sh", "-c", "echo $$ $(ps -o pgid= -p $$)"], in: directory))
+        // Field 5 of /proc/<pid>/stat is the process group (the name, `sh`, has no spaces).
+        let result = try await run(spec(["sh", "-c", "echo $$ $(cut -d ' ' -f 5 /proc/$$/stat)"], in: directory))
         let fields = result.stdoutText.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
         #expect(fields.count == 2)
         #expect(fields.first == String(result.pid))

@@ -15,13 +15,14 @@ private final class TestServer {
 
     var root: String { server.root.path }
 
-    init(maxTimeout: Double = 30) throws {
+    init(maxTimeout: Double = 30, shutdownTimeout: Double = 10) throws {
         directory = try TemporaryDirectory("sandboxd-server")
         var options = SandboxServer.Options()
         options.host = "127.0.0.1"
         options.port = 0
         options.root = directory.file("root")
         options.maxTimeout = maxTimeout
+        options.shutdownTimeout = shutdownTimeout
         server = try SandboxServer(options: options, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         port = try server.start()
     }
@@ -620,8 +621,32 @@ private func events(_ events: [TestSSEEvent], _ type: String) -> [String] {
         }
     }
 
+    @Test func shutdownEndsOnlyItsOwnCommands() async throws {
+        // A process started by someone else in the same process (another runner, another server) is not the
+        // server's to end.
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let (events, continuation) = AsyncStream.makeStream(of: CommandEvent.self)
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        let other = try CommandRunner().start(
+            CommandSpec(argv: ["sleep", "30"], cwd: directory.path, environment: environment, timeout: 30)
+        ) { event in
+            continuation.yield(event)
+            if case .exit = event { continuation.finish() }
+        }
+        defer { killGroup(other.pid) }
+        let server = try TestServer(shutdownTimeout: 0.1)
+        await server.finish()
+        #expect(ProcessTable.entry(other.pid)?.isLive == true, "shutdown() killed a process it did not start")
+        other.cancel()
+        _ = try await withDeadline(seconds: 10, "the other command to exit") {
+            for await _ in events {}
+        }
+    }
+
     @Test func shutdownAnswersRunningStreamsAndWaitingRequests() async throws {
-        let server = try TestServer()
+        // Running requests get `shutdownTimeout` to finish; then their commands are ended and they are answered.
+        let server = try TestServer(shutdownTimeout: 0.5)
         defer { server.directory.remove() }
         let stream = try server.openStream("sh -c 'echo $$; sleep 300 & wait'")
         defer { stream.close() }

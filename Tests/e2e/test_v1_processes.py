@@ -44,6 +44,9 @@ class Events:
         self.resp = self.conn.getresponse()
         self.status = self.resp.status
         self.comments: list[str] = []
+        # Keep-alive comments arrive every 15 s, so a per-read timeout alone would never fire on a stuck stream.
+        self.deadline = time.monotonic() + timeout
+        self.read: list[dict[str, Any]] = []
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Events as {"event", "id", "data"}; comments are collected in self.comments."""
@@ -51,7 +54,13 @@ class Events:
         assert self.resp.headers["Content-Type"].startswith("text/event-stream")
         fields: dict[str, Any] = {}
         while True:
-            line = self.resp.readline()
+            left = self.deadline - time.monotonic()
+            assert left > 0, f"event stream still open after its deadline; last events: {self.read[-5:]}"
+            self.conn.sock.settimeout(left)
+            try:
+                line = self.resp.readline()
+            except TimeoutError:
+                raise AssertionError(f"no event within the stream's deadline; last events: {self.read[-5:]}")
             if not line:
                 assert not fields, f"stream ended inside an event: {fields}"
                 return
@@ -67,6 +76,7 @@ class Events:
                 if event["id"] is not None:
                     event["id"] = int(event["id"])
                 fields = {}
+                self.read.append(event)
                 yield event
 
     def until(self, predicate, limit: int = 100000) -> list[dict[str, Any]]:
@@ -75,6 +85,17 @@ class Events:
         for event in self:
             seen.append(event)
             if predicate(event) or len(seen) >= limit:
+                break
+        return seen
+
+    def until_text(self, needle: str, kind: str = "stdout", end: bool = False) -> list[dict[str, Any]]:
+        """Events until the text of `kind` read by this call contains needle (ends with it, with end=True).
+        Output comes in chunks as the process writes it: a prompt may arrive one byte per event."""
+        seen: list[dict[str, Any]] = []
+        for event in self:
+            seen.append(event)
+            text = text_of(seen, kind)
+            if (text.endswith(needle) if end else needle in text) or is_exit(event):
                 break
         return seen
 
@@ -435,11 +456,9 @@ def test_last_event_id_resumes_without_gaps_or_duplicates(api, procs):
         procs.stdin(pid, f"line {n}\n")
     last = received[-1]["id"]
     with Events(api, pid, headers={"Last-Event-ID": str(last)}) as events:
-        it = iter(events)
-        for _ in range(3):
-            received.append(next(it))
+        received += events.until_text("line 5\n")
         procs.stdin(pid, "line 6\n")
-        received.append(next(it))
+        received += events.until_text("line 6\n")
     # The query parameter works the same, for clients that cannot set headers (curl users, browsers' EventSource
     # on first connect).
     with Events(api, pid, f"?last_event_id={received[-2]['id']}") as events:
@@ -542,6 +561,15 @@ def test_stdin_errors(api, procs):
     assert_error(api.post(f"/v1/processes/{pid}/stdin", data=b"x"), 409, "CONFLICT")
 
 
+def test_stdin_of_a_process_that_does_not_read_is_bounded(api, procs):
+    pid = procs.start(command=["sleep", sleep_marker()], stdin=True)["id"]
+    statuses = [api.post(f"/v1/processes/{pid}/stdin", data=b"z" * MiB).status_code for _ in range(12)]
+    assert statuses[:8] == [204] * 8 and statuses[-1] == 429, statuses
+    # What is refused is not queued: a body that still fits is taken.
+    assert api.post(f"/v1/processes/{pid}/stdin", data=b"z").status_code == 204
+    assert_error(api.post(f"/v1/processes/{pid}/stdin", data=b"z" * (256 * 1024)), 429, "RESOURCE_EXHAUSTED")
+
+
 def test_stdin_chunked_body(api, procs):
     pid = procs.start(command=["cat"], stdin=True)["id"]
     resp = api.post(f"/v1/processes/{pid}/stdin", data=iter([b"chunk one ", b"chunk two\n"]))
@@ -589,7 +617,7 @@ def test_signal_goes_to_the_process_group(api, procs, server):
     same_machine(server)
     marker = sleep_marker()
     pid = procs.start(command=["sh", "-c", f"sleep {marker} & sleep {marker} & wait"])["id"]
-    assert wait_until(lambda: len(processes_matching(f"sleep {marker}")) == 2, 10)
+    assert wait_until(lambda: len(processes_matching(f"sleep {marker}")) == 3, 10), "sh and two sleeps"
     procs.signal(pid, "SIGTERM")
     procs.wait(pid)
     assert wait_until(lambda: not processes_matching(f"sleep {marker}"), 10)
@@ -610,11 +638,10 @@ sys.stdin.readline()
 def test_resize_delivers_sigwinch(api, procs):
     pid = procs.start(command=["python3", "-c", WINCH_SCRIPT], pty={"cols": 80, "rows": 24})["id"]
     with Events(api, pid) as events:
-        seen = events.until(lambda e: "size 24 80" in text_of([e]))
+        assert "size 24 80\r\n" in text_of(events.until_text("size 24 80\r\n"))
         resp = api.post(f"/v1/processes/{pid}/resize", json={"cols": 132, "rows": 43})
         assert resp.status_code == 204, resp.text
-        seen = events.until(lambda e: "size 43 132" in text_of([e]))
-        assert "size 43 132" in text_of(seen)
+        assert "size 43 132" in text_of(events.until_text("size 43 132"))
         procs.stdin(pid, "\r")
         events.until(is_exit)
     for body in [{"cols": 0, "rows": 5}, {"cols": 5}, {"cols": "80", "rows": 24}]:
@@ -630,7 +657,8 @@ def test_delete_kills_the_tree_and_forgets(api, procs, server):
     same_machine(server)
     marker = sleep_marker()
     pid = procs.start(command=["sh", "-c", f"sleep {marker} & (sleep {marker} &) ; sleep {marker}"])["id"]
-    assert wait_until(lambda: len(processes_matching(f"sleep {marker}")) == 3, 10), processes_matching(marker)
+    sleeps = lambda: [cmd for cmd in processes_matching(f"sleep {marker}").values() if cmd.startswith("sleep")]
+    assert wait_until(lambda: len(sleeps()) == 3, 10), processes_matching(marker)
     with Events(api, pid) as events:
         resp = api.request("DELETE", f"/v1/processes/{pid}")
         assert resp.status_code == 204 and resp.content == b""
@@ -640,6 +668,16 @@ def test_delete_kills_the_tree_and_forgets(api, procs, server):
     assert_error(api.get(f"/v1/processes/{pid}"), 404, "NOT_FOUND")
     assert pid not in [p["id"] for p in api.get("/v1/processes").json()["processes"]]
     assert_error(api.request("DELETE", f"/v1/processes/{pid}"), 404, "NOT_FOUND")
+
+
+def test_delete_after_exit_kills_what_the_process_left_behind(api, procs, server):
+    same_machine(server)
+    marker = sleep_marker()
+    pid = procs.start(command=["sh", "-c", f"sleep {marker} & echo started"])["id"]
+    assert procs.wait(pid)["exit_code"] == 0
+    assert processes_matching(f"sleep {marker}"), "the background sleep outlives its shell"
+    assert api.request("DELETE", f"/v1/processes/{pid}").status_code == 204
+    assert wait_until(lambda: not processes_matching(f"sleep {marker}"), 10), processes_matching(marker)
 
 
 def test_finished_processes_are_kept_up_to_a_count(api, procs):
@@ -674,23 +712,23 @@ def test_pty_python_repl_shows_its_prompt(api, procs):
     pid = procs.start(command=["python3", "-i", "-q"], pty={"cols": 80, "rows": 24})["id"]
     assert api.get(f"/v1/processes/{pid}").json()["stdin"] is True, "a pty always takes input"
     with Events(api, pid) as events:
-        seen = events.until(lambda e: text_of([e]).endswith(">>> "))
-        assert text_of(seen).endswith(">>> ")
+        assert text_of(events.until_text(">>> ", end=True)).endswith(">>> ")
         procs.stdin(pid, "print(6*7)\r")
-        seen = events.until(lambda e: "42" in text_of([e]))
+        assert text_of(events.until_text("\r\n42\r\n>>> ")).endswith("\r\n42\r\n>>> ")
         procs.close_stdin(pid)  # Ctrl-D
         rest = events.until(is_exit)
     assert json.loads(rest[-1]["data"])["exit_code"] == 0
 
 
+@pytest.mark.deadline(30)
 def test_pty_ctrl_c_interrupts_like_a_keyboard(api, procs):
     pid = procs.start(command=["python3", "-i", "-q"], pty={"cols": 80, "rows": 24})["id"]
     with Events(api, pid) as events:
-        events.until(lambda e: text_of([e]).endswith(">>> "))
-        procs.stdin(pid, "import time; time.sleep(300)\r")
+        events.until_text(">>> ", end=True)
+        procs.stdin(pid, "import time; print('sleeping'); time.sleep(300)\r")
+        events.until_text("sleeping\r\n")
         procs.stdin(pid, b"\x03")
-        seen = events.until(lambda e: "KeyboardInterrupt" in text_of([e]))
-        assert "KeyboardInterrupt" in text_of(seen)
+        assert "KeyboardInterrupt" in text_of(events.until_text("KeyboardInterrupt"))
         procs.stdin(pid, "exit()\r")
         events.until(is_exit)
 
@@ -702,11 +740,9 @@ def test_pty_ctrl_c_interrupts_like_a_keyboard(api, procs):
 def test_interactive_python_session(api, procs):
     pid = procs.start(command=["python3", "-i"], stdin=True)["id"]
     with Events(api, pid) as events:
-        prompt = events.until(lambda e: e["event"] == "stderr" and ">>> " in text_of([e], "stderr"))
-        assert ">>> " in text_of(prompt, "stderr")
+        assert text_of(events.until_text(">>> ", "stderr", end=True), "stderr").endswith(">>> ")
         procs.stdin(pid, "print(6*7)\n")
-        answer = events.until(lambda e: e["event"] == "stdout")
-        assert text_of(answer) == "42\n"
+        assert text_of(events.until_text("\n")) == "42\n"
         procs.close_stdin(pid)
         rest = events.until(is_exit)
     assert rest[-1]["event"] == "exit"

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The body of `POST /execute` and `POST /execute/stream`, validated the way FastAPI/pydantic would.
 struct ExecuteRequest: Equatable {
@@ -64,7 +64,7 @@ struct ExecuteRequest: Equatable {
         case .null: return nil
         case .number(let value): number = value
         case .string(let text):
-            guard let parsed = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            guard let parsed = Double(text.trimmingWhitespace()) else {
                 throw ValidationIssue(
                     type: "float_parsing", loc: loc,
                     msg: "Input should be a valid number, unable to parse string as a number",

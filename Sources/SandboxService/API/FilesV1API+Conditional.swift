@@ -29,7 +29,7 @@ extension FilesV1API {
     /// in the order RFC 9110 §13.2.2 gives. Unparseable dates are ignored, as the RFC requires.
     static func answer(headers: [String: String], validators: Validators, size: UInt64) -> FileAnswer {
         // An empty header counts as absent, as Go's net/http (which the v1 API mirrors) treats it.
-        let headers = headers.filter { !$0.value.trimmingCharacters(in: .whitespaces).isEmpty }
+        let headers = headers.filter { !$0.value.trimmingWhitespace().isEmpty }
         if let ifMatch = headers["if-match"] {
             guard EntityTags(ifMatch).matches(validators.etag, weak: false) else { return .preconditionFailed }
         } else if let since = headers["if-unmodified-since"].flatMap(HTTPDate.parse), validators.lastModified > since {

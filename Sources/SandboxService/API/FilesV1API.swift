@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// agent-sandbox's sandboxd v1 REST surface (KEP-539.2): `GET`/`HEAD`/`PUT`/`DELETE /v1/files/{path}`,
 /// `GET /v1/health` and `GET /v1/metadata`, with the Go daemon's JSON shapes, status codes and
@@ -138,7 +138,7 @@ public struct FilesV1API: Sendable {
     static func isMultipart(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
         let mediaType = contentType.split(separator: ";", maxSplits: 1).first ?? ""
-        return mediaType.trimmingCharacters(in: .whitespaces).lowercased() == "multipart/form-data"
+        return mediaType.trimmingWhitespace().lowercased() == "multipart/form-data"
     }
 
     /// A request path as messages show it: relative to the root, with a leading slash.

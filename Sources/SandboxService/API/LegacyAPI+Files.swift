@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 extension LegacyAPI {
@@ -120,10 +120,21 @@ extension LegacyAPI {
 
     /// Starlette's FileResponse header: a plain quoted filename, or RFC 5987 `filename*` when it needs escaping.
     static func contentDisposition(filename: String) -> String {
-        var allowed = CharacterSet.alphanumerics.intersection(
-            CharacterSet(charactersIn: Unicode.Scalar(0)...Unicode.Scalar(127)))
-        allowed.insert(charactersIn: "/_.-~")
-        let quoted = filename.addingPercentEncoding(withAllowedCharacters: allowed) ?? filename
+        // Python's urllib.parse.quote with safe="/": ASCII letters, digits and "/_.-~" stay, every other byte is %XX.
+        var quoted = ""
+        for byte in filename.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "/"), UInt8(ascii: "_"), UInt8(ascii: "."),
+                UInt8(ascii: "-"), UInt8(ascii: "~"):
+                quoted.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                let hex = Array("0123456789ABCDEF".unicodeScalars)
+                quoted.unicodeScalars.append("%")
+                quoted.unicodeScalars.append(hex[Int(byte >> 4)])
+                quoted.unicodeScalars.append(hex[Int(byte & 15)])
+            }
+        }
         return quoted == filename ? "attachment; filename=\"\(filename)\"" : "attachment; filename*=utf-8''\(quoted)"
     }
 }

@@ -18,8 +18,14 @@ extension ProcessesAPI {
     }
 
     private func stdinTooLarge() -> APIError {
-        var error = FilesV1API.failure(.resourceExhausted, "a stdin body may carry at most \(maxStdinBody) bytes")
-        error.status = 413
+        Self.failure(.resourceExhausted, status: 413, "a stdin body may carry at most \(maxStdinBody) bytes")
+    }
+
+    /// A v1 error with a status of its own, where the code's usual one does not fit (`RESOURCE_EXHAUSTED` is 507,
+    /// no space left, in the files API; here it is a body too large, or a stdin the process does not read).
+    static func failure(_ code: FilesV1API.ErrorCode, status: Int, _ message: String) -> APIError {
+        var error = FilesV1API.failure(code, message)
+        error.status = status
         return error
     }
 
@@ -75,7 +81,7 @@ extension ProcessesAPI {
             }
             seconds = min(value, 3600)
         }
-        let pending = PendingResponse()
+        let pending = PendingResponse(holdsShutdown: false)
         let timer = WaitTimer()
         let token = process.whenFinished { snapshot in
             timer.cancel()
@@ -99,16 +105,12 @@ extension ProcessesAPI {
         case .exited: FilesV1API.failure(.conflict, "process '\(id)' has exited")
         case .stdinClosed:
             FilesV1API.failure(
-                .conflict, "process '\(id)' has no open stdin (start it with \"stdin\": true; DELETE …/stdin closes it)"
-            )
+                .conflict,
+                "process '\(id)' takes no input: it was started without \"stdin\": true, or its stdin was closed")
         case .noTerminal: FilesV1API.failure(.conflict, "process '\(id)' has no pty")
         case .stdinFull:
-            {
-                var error = FilesV1API.failure(
-                    .resourceExhausted, "process '\(id)' is not reading its stdin: too many bytes are waiting")
-                error.status = 429
-                return error
-            }()
+            failure(
+                .resourceExhausted, status: 429, "process '\(id)' is not reading its stdin: too many bytes are waiting")
         }
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 
 extension ProcessesAPI {
@@ -14,14 +14,14 @@ extension ProcessesAPI {
         }
         var lastSeen: UInt64?
         let text = (request.headers["last-event-id"] ?? request.query["last_event_id"] ?? "")
-            .trimmingCharacters(in: .whitespaces)
+            .trimmingWhitespace()
         if !text.isEmpty {
             guard let id = UInt64(text) else {
                 return .failure(Self.invalid("Last-Event-ID \"\(text)\" must be an event id of this process"))
             }
             lastSeen = id
         }
-        let stream = EventStream()
+        let stream = EventStream(holdsShutdown: false)
         let subscriber = EventSubscriber(stream: stream, encoding: encoding, maxBacklog: maxBacklog)
         // The stream's flow control tells when the client falls behind; the process is never paused for it.
         stream.setFlowControl(pause: subscriber.fellBehind, resume: subscriber.caughtUp)

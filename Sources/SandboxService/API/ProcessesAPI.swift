@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Processes as resources: `POST`/`GET /v1/processes`, and `/v1/processes/{id}` with its `events`, `wait`,
 /// `stdin`, `signal` and `resize` endpoints. Errors are the v1 shape, `{"code": …, "message": …}`.
@@ -170,8 +171,8 @@ public struct ProcessesAPI: Sendable {
         } catch {
             throw Self.invalid("\"cwd\" '\(path)' is not a usable path")
         }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory), isDirectory.boolValue else {
+        var info = stat()
+        guard stat(resolved, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
             throw Self.invalid("\"cwd\" '\(path)' is not a directory in the sandbox")
         }
         return resolved

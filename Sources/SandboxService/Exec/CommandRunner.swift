@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import Synchronization
 
@@ -64,7 +64,8 @@ public struct Termination: Sendable, Equatable {
     }
 }
 
-/// An event of a running command, delivered in order on the runner's queue.
+/// An event of a running command. Events come one at a time and in order: output on the I/O loop's thread, the exit
+/// on that thread or on the reaper's (never before the last output).
 public enum CommandEvent: Sendable {
     case stdout([UInt8])
     case stderr([UInt8])
@@ -99,7 +100,7 @@ public final class CommandRunner: Sendable {
 
     func countTimeout() { timeouts.add(1, ordering: .relaxed) }
 
-    /// Starts `spec`; `sink` receives its events on the runner's queue, ending with exactly one `.exit`.
+    /// Starts `spec`; `sink` receives its events in order, ending with exactly one `.exit`.
     public func start(_ spec: CommandSpec, sink: @escaping @Sendable (CommandEvent) -> Void) throws(SpawnError)
         -> RunningCommand
     {

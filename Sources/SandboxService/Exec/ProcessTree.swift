@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// Finds and signals the processes that belong to a command, from /proc: its process group, every descendant by

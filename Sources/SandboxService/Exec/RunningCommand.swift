@@ -77,9 +77,14 @@ public final class RunningCommand: Sendable {
     public func cancel() { killTree(signal: SIGKILL) }
 
     func killTree(signal: Int32) {
-        let pid = state.withLock { $0.pid }
+        let (pid, reaped) = state.withLock { ($0.pid, $0.waitStatus != nil) }
         guard pid > 0 else { return }
-        ProcessTree.kill(root: pid, markerEntry: marker, signal: signal)
+        // Once reaped, the pid (and group id) may already name an unrelated process: go by the marker alone.
+        if reaped {
+            ProcessTree.kill(markerEntry: marker, signal: signal)
+        } else {
+            ProcessTree.kill(root: pid, markerEntry: marker, signal: signal)
+        }
     }
 
     /// Stops reading the command's output (it blocks once the pipe is full) until `resumeOutput()`.

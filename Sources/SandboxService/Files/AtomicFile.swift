@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// Why a file operation failed, independent of HTTP.
@@ -35,8 +35,8 @@ public final class AtomicFile {
     /// Creates the destination's missing parent directories and the temporary file.
     public init(destination: String, mode: mode_t = 0o644) throws(FileError) {
         self.destination = destination
-        let directory = (destination as NSString).deletingLastPathComponent
-        let name = (destination as NSString).lastPathComponent
+        let directory = destination.parentPath
+        let name = destination.lastPathComponent
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -99,7 +99,7 @@ public final class AtomicFile {
         var info = stat()
         var path = directory
         // Find the first existing ancestor: a file standing where a directory must be is the usual cause.
-        while lstat(path, &info) != 0, path != "/" { path = (path as NSString).deletingLastPathComponent }
+        while lstat(path, &info) != 0, path != "/" { path = path.parentPath }
         return (info.st_mode & S_IFMT) == S_IFDIR ? .permissionDenied : .notADirectory
     }
 }

@@ -76,12 +76,17 @@ public final class EventStream: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Whether a graceful shutdown waits for this stream to end. False for streams that follow something meant to
+    /// outlive requests (a background process's events).
+    public let holdsShutdown: Bool
     /// Buffered bytes beyond which the producer is paused, and below which it is resumed: enough to keep a fast
     /// client busy, small enough that a slow client costs little memory.
     static let highWater = 1 << 20
     static let lowWater = 256 << 10
 
-    public init() {}
+    public init(holdsShutdown: Bool = true) {
+        self.holdsShutdown = holdsShutdown
+    }
 
     /// Lets the stream pause its producer while the client is slow (backpressure) and resume it once drained.
     public func setFlowControl(pause: @escaping @Sendable () -> Void, resume: @escaping @Sendable () -> Void) {

@@ -1,6 +1,6 @@
 import CMicroHTTPD
 import Dispatch
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
 
@@ -40,7 +40,7 @@ extension HTTPServer {
         var buffer = [CChar](repeating: 0, count: 512)
         _ = vsnprintf(&buffer, buffer.count, format, arguments)
         let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
-        let message = String(cString: buffer).trimmingCharacters(in: .whitespacesAndNewlines)
+        let message = String(cString: buffer).trimmingWhitespace()
         server.logger.warning("libmicrohttpd: \(message)")
     }
 
@@ -212,7 +212,7 @@ extension HTTPServer {
     /// False for a `Content-Length` that is not a plain decimal number of at most 18 digits.
     private static func contentLengthIsValid(_ connection: OpaquePointer) -> Bool {
         guard let raw = MHD_lookup_connection_value(connection, .HEADER_KIND, "Content-Length") else { return true }
-        let text = String(cString: raw).trimmingCharacters(in: .whitespaces)
+        let text = String(cString: raw).trimmingWhitespace()
         return !text.isEmpty && text.utf8.count <= 18 && text.utf8.allSatisfy { (48...57).contains($0) }
     }
 

@@ -153,8 +153,14 @@ public final class HTTPServer: Sendable {
     /// True once `stop()` began.
     public var isStopping: Bool { state.withLock { $0.stopping } }
 
-    /// Requests still being answered: waiting for a command, or streaming events.
-    public var activeRequests: Int { state.withLock { $0.streams.count + $0.pendings.count } }
+    /// Requests still being answered that a graceful shutdown waits for: waiting for a command, or streaming its
+    /// events (not those following background processes).
+    public var activeRequests: Int {
+        state.withLock { state in
+            state.streams.values.count(where: { $0.stream.holdsShutdown })
+                + state.pendings.values.count(where: { $0.pending.holdsShutdown })
+        }
+    }
 
     /// Once a second: keep-alive comments on silent streams, a check for clients that went away, and the request
     /// head deadline. A suspended connection is not polled by libmicrohttpd, so without this a dead client would go

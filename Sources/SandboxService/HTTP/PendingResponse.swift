@@ -15,8 +15,12 @@ public final class PendingResponse: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Whether a graceful shutdown waits for this response (false for a wait on a background process).
+    public let holdsShutdown: Bool
 
-    public init() {}
+    public init(holdsShutdown: Bool = true) {
+        self.holdsShutdown = holdsShutdown
+    }
 
     /// Delivers the response; later calls are ignored.
     public func complete(_ response: HTTPResponse) {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Synchronization
 
 /// A command started in the background and kept as a resource: its state, its output for replay, the clients
@@ -161,8 +162,7 @@ public final class ManagedProcess: Sendable {
     /// Hands `subscriber` the kept events after `lastSeen` (0 or nil: all kept), then, until the exit, every new
     /// one. Returns a token for `unsubscribe`, or nil when the subscription already ended (the process had exited
     /// and its exit was replayed, or the subscriber returned false).
-    func subscribe(after lastSeen: UInt64?, _ subscriber: @escaping Subscriber) throws(UnknownEventID) -> UInt64?
-    {
+    func subscribe(after lastSeen: UInt64?, _ subscriber: @escaping Subscriber) throws(UnknownEventID) -> UInt64? {
         try state.withLock { (state) throws(UnknownEventID) -> UInt64? in
             let lastSeen = lastSeen ?? 0
             guard lastSeen <= state.log.lastID else { throw UnknownEventID(newest: state.log.lastID) }
@@ -244,9 +244,16 @@ public final class ManagedProcess: Sendable {
     }
 
     /// Kills the whole tree: the process group, its descendants, and what left the group but carries its marker.
-    /// Also after the exit, for descendants that outlived the main process.
+    /// After the exit, only what carries the marker (descendants that outlived the main process): the group may be
+    /// empty and its id already reused by an unrelated process.
     public func kill() {
-        state.withLock { $0.command }?.cancel()
+        let (command, exited) = state.withLock { ($0.command, $0.exit != nil) }
+        guard let command else { return }
+        if exited {
+            ProcessTree.kill(markerEntry: command.marker, signal: SIGKILL)
+        } else {
+            command.cancel()
+        }
     }
 
     private static func running(_ state: State) throws(ControlError) -> RunningCommand {

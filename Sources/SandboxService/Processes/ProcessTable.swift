@@ -1,11 +1,12 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 
 /// The background processes of the server, by id: running ones, and finished ones for a while (at most
 /// `retention` after their exit and only the `retainedCount` newest), so a client can still read their exit and
 /// output. Knows nothing of HTTP.
 ///
-/// Lock order: the table's lock, then a process's. A process reports its exit to the table without holding its own.
+/// Lock order: the table's lock, then a process's. A process reports its exit to the table without holding its own,
+/// and no command is started under the table's lock.
 public final class ProcessTable: Sendable {
     public struct Limits: Sendable {
         /// Output bytes each process keeps for replay.
@@ -48,7 +49,7 @@ public final class ProcessTable: Sendable {
     /// Starts `spec` in the background. A program that cannot be started still gives a process: one that has
     /// exited with a shell's code (127 not found, 126 not executable, 1 otherwise) and said why on its output.
     public func start(_ spec: CommandSpec) throws(StartError) -> ManagedProcess {
-        let outcome = try state.withLock { (state) throws(StartError) -> (ManagedProcess, Result<RunningCommand, SpawnError>) in
+        let process = try state.withLock { (state) throws(StartError) -> ManagedProcess in
             guard !state.closed else { throw .closed }
             prune(&state)
             state.serial += 1
@@ -58,17 +59,16 @@ public final class ProcessTable: Sendable {
                 id: id, serial: state.serial, spec: spec, outputLimit: limits.outputBytes,
                 onFinish: { [weak self] in self?.finished($0) })
             state.processes[id] = process
-            // Spawned under the lock, so `terminateAll` never misses a process that is being started.
-            do throws(SpawnError) {
-                return (process, .success(try runner.start(spec, sink: process.receive)))
-            } catch {
-                return (process, .failure(error))
-            }
+            return process
         }
-        let (process, started) = outcome
-        switch started {
-        case .success(let command): process.attach(command)
-        case .failure(let error): process.failedToStart(message: error.message, exitCode: error.exitCode)
+        // Spawned without the table's lock: the process's exit, which takes that lock, may be reported at once.
+        do throws(SpawnError) {
+            let command = try runner.start(spec, sink: process.receive)
+            process.attach(command)
+            // Shutdown began during the spawn, and may have ended the runner's commands just before this one.
+            if state.withLock({ $0.closed }) { command.cancel() }
+        } catch {
+            process.failedToStart(message: error.message, exitCode: error.exitCode)
         }
         return process
     }
@@ -108,8 +108,13 @@ public final class ProcessTable: Sendable {
     /// Refuses new processes and ends every running one: SIGTERM to each tree, SIGKILL to what is left after
     /// `grace` seconds. Blocks the caller (shutdown only) until they have ended, at most `grace` + 2 s.
     public func terminateAll(grace: Double = 2) {
-        state.withLock { $0.closed = true }
+        close()
         runner.terminateAll(grace: grace)
+    }
+
+    /// Refuses new processes from now on (503 at the API); running ones go on.
+    public func close() {
+        state.withLock { $0.closed = true }
     }
 
     private func finished(_ process: ManagedProcess) {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 
 /// sandboxd assembled: the sandbox root, the command runner, the routes and the HTTP front.
@@ -104,6 +105,7 @@ public final class SandboxServer: Sendable {
     /// tree still running (their clients get the resulting answer or `done` event), and stop the daemon.
     public func shutdown() {
         readiness.markStopping()
+        processes.close()
         http.quiesce()
         logger.info("shutting down: \(http.activeRequests) requests and \(runner.runningCount) commands running")
         waitUntil(seconds: options.shutdownTimeout) { http.activeRequests == 0 }

@@ -1,0 +1,145 @@
+import Glibc
+import Testing
+
+@testable import SandboxService
+
+private typealias Target = ProcessesAPI.Target
+private typealias StartRequest = ProcessesAPI.StartRequest
+
+private func decode(_ json: String) throws(APIError) -> StartRequest {
+    try StartRequest.decode(Array(json.utf8))
+}
+
+/// The `code` and status of the error `json` is refused with; nil if it is accepted.
+private func refusal(_ json: String) -> (status: Int, code: String)? {
+    do {
+        _ = try decode(json)
+        return nil
+    } catch {
+        guard case .string(let code)? = error.body["code"] else { return (error.status, "?") }
+        return (error.status, code)
+    }
+}
+
+@Suite struct ProcessAPITests {
+    // MARK: paths
+
+    @Test func targetsNameAProcessAndAnAction() {
+        #expect(Target("ab12") == Target(id: "ab12"))
+        #expect(Target("ab12/events") == Target(id: "ab12", action: .events))
+        #expect(Target("ab12/wait") == Target(id: "ab12", action: .wait))
+        #expect(Target("ab12/stdin") == Target(id: "ab12", action: .stdin))
+        #expect(Target("ab12/signal") == Target(id: "ab12", action: .signal))
+        #expect(Target("ab12/resize") == Target(id: "ab12", action: .resize))
+    }
+
+    @Test(arguments: ["", "/", "ab12/", "ab12/bogus", "ab12/events/more", "/events", "ab12//events", "ab12/Events"])
+    func pathsThatNameNoEndpoint(path: String) {
+        #expect(Target(path) == nil)
+    }
+
+    @Test func eachEndpointAllowsItsMethods() {
+        #expect(Target(id: "x").allowedMethods == ["GET", "DELETE"])
+        #expect(Target(id: "x", action: .events).allowedMethods == ["GET"])
+        #expect(Target(id: "x", action: .wait).allowedMethods == ["GET"])
+        #expect(Target(id: "x", action: .stdin).allowedMethods == ["POST", "DELETE"])
+        #expect(Target(id: "x", action: .signal).allowedMethods == ["POST"])
+        #expect(Target(id: "x", action: .resize).allowedMethods == ["POST"])
+    }
+
+    @Test func idsAreEightLowercaseAlphanumerics() {
+        for _ in 0..<200 {
+            let id = SandboxService.ProcessTable.makeID()
+            #expect(id.count == 8)
+            #expect(id.allSatisfy { ("0"..."9").contains($0) || ("a"..."z").contains($0) })
+            #expect(Target(id) == Target(id: id))
+        }
+    }
+
+    // MARK: signals
+
+    @Test func signalNames() {
+        #expect(ProcessSignal.name(of: SIGINT) == "SIGINT")
+        #expect(ProcessSignal.name(of: SIGKILL) == "SIGKILL")
+        #expect(ProcessSignal.name(of: SIGWINCH) == "SIGWINCH")
+        #expect(ProcessSignal.name(of: 40) == "SIG40")
+    }
+
+    @Test func onlyTheListedSignalsMayBeSent() {
+        let expected: [String: Int32] = [
+            "SIGINT": SIGINT, "SIGTERM": SIGTERM, "SIGKILL": SIGKILL, "SIGHUP": SIGHUP, "SIGQUIT": SIGQUIT,
+            "SIGUSR1": SIGUSR1, "SIGUSR2": SIGUSR2,
+        ]
+        for (name, number) in expected { #expect(ProcessSignal.number(named: name) == number) }
+        for name in ["SIGSTOP", "SIGCONT", "INT", "sigint", "SIGINT ", "2", ""] {
+            #expect(ProcessSignal.number(named: name) == nil)
+        }
+    }
+
+    @Test func exitDataNamesTheSignal() {
+        let killed = Termination(waitStatus: SIGINT, timedOut: false)
+        #expect(
+            EventSubscriber.exitData(killed).encoded()
+                == Array(#"{"exit_code":130,"signal":"SIGINT","timed_out":false}"#.utf8))
+        let exited = Termination(waitStatus: 3 << 8, timedOut: false)
+        #expect(
+            EventSubscriber.exitData(exited).encoded()
+                == Array(#"{"exit_code":3,"signal":null,"timed_out":false}"#.utf8))
+    }
+
+    // MARK: start requests
+
+    @Test func commandForms() throws {
+        #expect(try decode(#"{"command": ["ls", "-l", "a b"]}"#).argv == ["ls", "-l", "a b"])
+        #expect(try decode(#"{"command": "ls -l 'a b'"}"#).argv == ["ls", "-l", "a b"])
+        #expect(try decode(#"{"command": "ls | wc -l", "shell": true}"#).argv == ["/bin/sh", "-c", "ls | wc -l"])
+        #expect(try decode(#"{"command": ["ls"], "shell": false}"#).argv == ["ls"])
+    }
+
+    @Test func defaults() throws {
+        let request = try decode(#"{"command": ["true"], "cwd": null, "env": null, "pty": null, "timeout": null}"#)
+        #expect(request == StartRequest(argv: ["true"]))
+    }
+
+    @Test func everyField() throws {
+        let request = try decode(
+            #"{"command": ["sh"], "cwd": "work", "env": {"A": "1", "B": null}, "stdin": true,"#
+                + #" "pty": {"cols": 100, "rows": 30}, "timeout": 2.5}"#)
+        #expect(request.cwd == "work")
+        #expect(request.environment == [.init(name: "A", value: "1"), .init(name: "B", value: nil)])
+        #expect(request.stdin)
+        #expect(request.terminal == TerminalSize(columns: 100, rows: 30))
+        #expect(request.timeout == 2.5)
+    }
+
+    @Test(arguments: [
+        "", "[]", "{", #"{}"#, #"{"command": []}"#, #"{"command": [""]}"#, #"{"command": ""}"#, #"{"command": "  "}"#,
+        #"{"command": [1]}"#, #"{"command": {}}"#, #"{"command": "a 'b"}"#, #"{"command": "a\\"}"#,
+        #"{"command": ["a\u0000"]}"#, #"{"command": ["ls"], "shell": true}"#, #"{"command": "ls", "shell": 1}"#,
+        #"{"command": "ls", "stdin": "yes"}"#, #"{"command": "ls", "cwd": 1}"#, #"{"command": "ls", "env": []}"#,
+        #"{"command": "ls", "env": {"": "x"}}"#, #"{"command": "ls", "env": {"A=B": "x"}}"#,
+        #"{"command": "ls", "env": {"A": 1}}"#, #"{"command": "ls", "env": {"A": "\u0000"}}"#,
+        #"{"command": "ls", "env": {"SANDBOXD_TREE": "x"}}"#, #"{"command": "ls", "pty": {}}"#,
+        #"{"command": "ls", "pty": {"cols": 80, "rows": 0}}"#, #"{"command": "ls", "pty": {"cols": 65536, "rows": 1}}"#,
+        #"{"command": "ls", "pty": {"cols": 1.5, "rows": 1}}"#, #"{"command": "ls", "pty": [80, 24]}"#,
+        #"{"command": "ls", "timeout": 0}"#, #"{"command": "ls", "timeout": -1}"#,
+        #"{"command": "ls", "timeout": "1"}"#,
+        #"{"command": "ls", "timeout": true}"#,
+    ])
+    func invalidRequestsAreInvalidArguments(json: String) {
+        let refused = refusal(json)
+        #expect(refused?.status == 400, "\(json)")
+        #expect(refused?.code == "INVALID_ARGUMENT", "\(json)")
+    }
+
+    @Test func environmentChangesApplyOverTheBase() {
+        let base = ["PATH=/bin", "HOME=/root", "A=old", "EMPTY="]
+        let changes: [StartRequest.EnvironmentChange] = [
+            .init(name: "A", value: "new"), .init(name: "HOME", value: nil), .init(name: "NEW", value: "x=y"),
+            .init(name: "GONE", value: nil), .init(name: "NEW", value: "z"),
+        ]
+        #expect(
+            StartRequest.environment(base: base, applying: changes) == ["PATH=/bin", "A=new", "EMPTY=", "NEW=z"])
+        #expect(StartRequest.environment(base: base, applying: []) == base)
+    }
+}
