@@ -78,10 +78,8 @@ struct Sandboxd: ParsableCommand {
     }
 
     func run() throws {
-        switch logFormat {
-        case .text: LoggingSystem.bootstrap(StreamLogHandler.standardError)
-        case .json: LoggingSystem.bootstrap(JSONLogHandler.init)
-        }
+        let format: LineLogHandler.Format = logFormat == .json ? .json : .text
+        LoggingSystem.bootstrap { LineLogHandler(label: $0, format: format) }
         let logger = Logger(label: "sandboxd")
         let environment = ProcessInfo.processInfo.environment
         func env(_ name: String) -> String? {

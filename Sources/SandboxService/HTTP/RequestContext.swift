@@ -1,5 +1,6 @@
 import CMicroHTTPD
 import Dispatch
+import Synchronization
 
 /// Per-request state, owned by libmicrohttpd's `*req_cls`: retained on the first access-handler call and released
 /// once in the completion callback. Only the connection's polling thread touches it.
@@ -20,7 +21,7 @@ final class RequestContext {
     /// Answered from the head alone (a refusal): the body, if any, is not read.
     var earlyAnswer = false
     /// Echoed as `X-Request-Id` and logged with the request.
-    let requestID = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    let requestID = RequestID.next()
     /// Body bytes received, and the cap on streamed bodies.
     var bytesReceived = 0
     var uploadLimit: Int?
@@ -110,4 +111,15 @@ struct ConnectionHandle: @unchecked Sendable {
 
     func suspend() { MHD_suspend_connection(raw) }
     func resume() { MHD_resume_connection(raw) }
+}
+
+/// Request ids: a random prefix per process and a counter, so ids are unique across restarts without a `getrandom`
+/// system call per request.
+enum RequestID {
+    private static let prefix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    private static let counter = Atomic<UInt64>(0)
+
+    static func next() -> String {
+        "\(prefix)-\(String(counter.add(1, ordering: .relaxed).newValue, radix: 16))"
+    }
 }
