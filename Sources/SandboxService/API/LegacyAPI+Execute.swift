@@ -68,13 +68,7 @@ extension LegacyAPI {
             stream.send(event: "error", data: message)
             Self.sendDone(Termination(exitCode: exitCode), to: stream)
         }
-        return .response(
-            HTTPResponse(
-                status: 200,
-                headers: [
-                    ("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
-                ],
-                body: .stream(stream)))
+        return .response(.eventStream(stream))
     }
 
     /// A started command, or one that could not start: answered like a finished command with a shell's exit

@@ -39,13 +39,7 @@ extension ProcessesAPI {
         } else {
             stream.finish()
         }
-        return .response(
-            HTTPResponse(
-                status: 200,
-                headers: [
-                    ("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
-                ],
-                body: .stream(stream)))
+        return .response(.eventStream(stream))
     }
 }
 

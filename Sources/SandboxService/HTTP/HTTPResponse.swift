@@ -18,6 +18,16 @@ public struct HTTPResponse: Sendable {
         self.body = body
     }
 
+    /// A 200 `text/event-stream` answer that proxies must not buffer.
+    public static func eventStream(_ stream: EventStream) -> HTTPResponse {
+        HTTPResponse(
+            status: 200,
+            headers: [
+                ("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"),
+            ],
+            body: .stream(stream))
+    }
+
     /// A JSON response.
     public static func json(_ value: JSONValue, status: Int = 200, headers: [(String, String)] = []) -> HTTPResponse {
         HTTPResponse(
