@@ -113,13 +113,18 @@ struct ConnectionHandle: @unchecked Sendable {
     func resume() { MHD_resume_connection(raw) }
 }
 
-/// Request ids: a random prefix per process and a counter, so ids are unique across restarts without a `getrandom`
-/// system call per request.
+/// Request ids: 16 hex digits, a random half per process and a counting half, so ids differ across restarts without
+/// a `getrandom` system call per request.
 enum RequestID {
-    private static let prefix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
-    private static let counter = Atomic<UInt64>(0)
+    private static let prefix = hex(UInt32.random(in: 0...UInt32.max))
+    private static let counter = Atomic<UInt32>(0)
 
     static func next() -> String {
-        "\(prefix)-\(String(counter.add(1, ordering: .relaxed).newValue, radix: 16))"
+        prefix + hex(counter.wrappingAdd(1, ordering: .relaxed).newValue)
+    }
+
+    private static func hex(_ value: UInt32) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 8 - digits.count) + digits
     }
 }
