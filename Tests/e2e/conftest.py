@@ -81,9 +81,20 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 # /proc helpers
 
 
-def proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, cmdline with spaces) for every live, non-zombie process."""
-    table: dict[int, tuple[int, str]] = {}
+@dataclass
+class Proc:
+    pid: int
+    ppid: int
+    state: str
+    pgrp: int
+    session: int
+    cmdline: str
+    utime_stime: int  # clock ticks of CPU used
+
+
+def proc_snapshot() -> dict[int, Proc]:
+    """Every process in our /proc, zombies included (their cmdline is empty)."""
+    table: dict[int, Proc] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -94,12 +105,15 @@ def proc_table() -> dict[int, tuple[int, str]]:
                 cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
         except OSError:
             continue
-        # "pid (comm) state ppid ..."; comm may contain spaces and parens.
         fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[0] == "Z":
-            continue
-        table[int(entry)] = (int(fields[1]), cmdline)
+        table[int(entry)] = Proc(int(entry), int(fields[1]), fields[0], int(fields[2]), int(fields[3]), cmdline,
+                                 int(fields[11]) + int(fields[12]))
     return table
+
+
+def proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, cmdline with spaces) for every live, non-zombie process."""
+    return {pid: (proc.ppid, proc.cmdline) for pid, proc in proc_snapshot().items() if proc.state != "Z"}
 
 
 def descendants(pid: int) -> dict[int, str]:

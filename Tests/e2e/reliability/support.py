@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import requests
 
-from conftest import Server, wait_until
+from conftest import Proc, Server, proc_snapshot, wait_until
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -31,34 +31,7 @@ ALLOWED_5XX = {501, 505}
 # /proc
 
 
-@dataclass
-class Proc:
-    pid: int
-    ppid: int
-    state: str
-    pgrp: int
-    session: int
-    cmdline: str
-    utime_stime: int  # clock ticks of CPU used
-
-
-def proc_snapshot() -> dict[int, Proc]:
-    """Every process in our /proc, zombies included (their cmdline is empty)."""
-    table: dict[int, Proc] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode("utf-8", "replace")
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        table[int(entry)] = Proc(int(entry), int(fields[1]), fields[0], int(fields[2]), int(fields[3]), cmdline,
-                                 int(fields[11]) + int(fields[12]))
-    return table
+# Proc and proc_snapshot live in the parent conftest, which proc_table is built on.
 
 
 def children(pid: int) -> list[Proc]:
