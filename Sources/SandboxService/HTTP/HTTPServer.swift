@@ -150,9 +150,6 @@ public final class HTTPServer: Sendable {
         if let daemon { MHD_stop_daemon(daemon.raw) }
     }
 
-    /// True once `stop()` began.
-    public var isStopping: Bool { state.withLock { $0.stopping } }
-
     /// Requests still being answered that a graceful shutdown waits for: waiting for a command, or streaming its
     /// events (not those following background processes).
     public var activeRequests: Int {

@@ -43,7 +43,8 @@ public final class SandboxServer: Sendable {
     public let options: Options
     private let http: HTTPServer
     private let runner = CommandRunner()
-    /// Background processes (`/v1/processes`); `terminateAll` ends them at shutdown, `runningCount` counts them.
+    /// Background processes (`/v1/processes`); shutdown closes the table to new ones, and ends the running ones with
+    /// every other command (`CommandRunner.terminateAll`).
     public let processes: ProcessTable
     private let metrics: Metrics
     private let logger: Logger
