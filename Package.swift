@@ -14,9 +14,10 @@ let package = Package(
             pkgConfig: "libmicrohttpd",
             providers: [.apt(["libmicrohttpd-dev"])]
         ),
+        .target(name: "CSystem"),
         .target(
             name: "SandboxService",
-            dependencies: ["CMicroHTTPD", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CMicroHTTPD", "CSystem", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "sandboxd",

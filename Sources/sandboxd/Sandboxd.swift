@@ -78,6 +78,7 @@ struct Sandboxd: ParsableCommand {
     }
 
     func run() throws {
+        deliverChildExitsToTheIOLoop()  // before any thread starts: they all inherit the blocked SIGCHLD
         let format: LineLogHandler.Format = logFormat == .json ? .json : .text
         LoggingSystem.bootstrap { LineLogHandler(label: $0, format: format) }
         let logger = Logger(label: "sandboxd")

@@ -1,15 +1,21 @@
+import CSystem
 import Glibc
 import Synchronization
 
 /// Reaps every child of the server: the commands it spawned (their exit status goes to whoever registered them)
 /// and, when sandboxd is PID 1 or a subreaper, the orphans the kernel re-parents to it (their status is discarded).
 ///
-/// One thread blocks in `waitpid(-1)`, so no signal handler and no thread per command is needed. Spawning takes no
-/// lock (concurrent spawns run in parallel): a child that exits before its handler is registered is kept as
-/// "unclaimed" with the time it was reaped, and `spawn` claims it if it was reaped after the spawn began — so no
-/// status is lost, and an orphan that happened to have the same pid earlier is never taken for the new child.
+/// When SIGCHLD is blocked (the sandboxd binary blocks it before it starts any thread:
+/// `deliverChildExitsToTheIOLoop`), exits arrive on a signalfd watched by the shared I/O loop, which reaps with
+/// `waitpid(-1, WNOHANG)`: a command's output, exit and answer are then handled on one thread. Otherwise (a process
+/// that embeds the service with SIGCHLD unblocked somewhere) one thread blocks in `waitpid(-1)`.
+///
+/// Spawning takes no lock (concurrent spawns run in parallel): a child that exits before its handler is registered
+/// is kept as "unclaimed" with the time it was reaped, and `spawn` claims it if it was reaped after the spawn began
+/// — so no status is lost, and an orphan that happened to have the same pid earlier is never taken for the new
+/// child.
 final class ChildReaper: Sendable {
-    static let shared = ChildReaper()
+    static let shared = ChildReaper(loop: IOLoop.shared)
 
     private struct State {
         var handlers: [pid_t: @Sendable (Int32) -> Void] = [:]
@@ -17,18 +23,35 @@ final class ChildReaper: Sendable {
     }
 
     private let state = Mutex(State())
-    /// Signalled on every spawn, so the reaper thread sleeps while sandboxd has no children at all.
+    /// Signalled on every spawn when there is a reaper thread, which sleeps while sandboxd has no children at all.
     private let childAdded = Semaphore()
+    private let onLoop: Bool
     /// Unclaimed statuses older than this belong to orphans, not to a spawn in progress.
     private static let unclaimedLifetime: UInt64 = 10_000_000_000
 
-    private init() {
-        startThread(named: "sandboxd-reaper") { [self] in self.reapForever() }
+    private init(loop: IOLoop) {
+        let signals = childSignalBlocked.load(ordering: .acquiring) ? csystem_sigchld_fd() : -1
+        onLoop = signals >= 0
+        guard onLoop else {
+            startThread(named: "sandboxd-reaper") { [self] in self.reapForever() }
+            return
+        }
+        _ = loop.register(signals, events: IOLoop.readable) { [self] _ in
+            csystem_drain_signalfd(signals)
+            reapAvailable()
+        }
+        // Insurance against a SIGCHLD taken by a thread that does not block it: a status is never left waiting
+        // for more than a second.
+        @Sendable func sweep() {
+            reapAvailable()
+            loop.after(1, sweep)
+        }
+        loop.after(1, sweep)
     }
 
     /// Runs `spawn` (which returns the new child's pid, or throws) and registers `onExit` for that pid. `onExit`
-    /// receives the raw wait status, on the reaper thread or (if the child already exited) on this one; it must not
-    /// block.
+    /// receives the raw wait status, on the I/O loop or reaper thread or (if the child already exited) on this one;
+    /// it must not block.
     func spawn<E: Error>(_ spawn: () throws(E) -> pid_t, onExit: @escaping @Sendable (Int32) -> Void) throws(E) -> pid_t
     {
         let began = monotonicNanoseconds()
@@ -38,9 +61,33 @@ final class ChildReaper: Sendable {
             state.handlers[pid] = onExit
             return nil
         }
-        childAdded.signal()
+        if !onLoop { childAdded.signal() }
         if let early { onExit(early) }
         return pid
+    }
+
+    /// Hands a reaped status to its command, or keeps it as unclaimed.
+    private func deliver(pid: pid_t, status: Int32) {
+        let handler = state.withLock { state -> (@Sendable (Int32) -> Void)? in
+            if let handler = state.handlers.removeValue(forKey: pid) { return handler }
+            let now = monotonicNanoseconds()
+            state.unclaimed[pid] = (status, now)
+            if state.unclaimed.count > 256 {
+                state.unclaimed = state.unclaimed.filter { now - $0.value.reapedAt < Self.unclaimedLifetime }
+            }
+            return nil
+        }
+        handler?(status)
+    }
+
+    /// On the I/O loop: reaps every child that has exited.
+    private func reapAvailable() {
+        while true {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            guard pid > 0 else { return }
+            deliver(pid: pid, status: status)
+        }
     }
 
     private func reapForever() {
@@ -48,22 +95,25 @@ final class ChildReaper: Sendable {
             var status: Int32 = 0
             let pid = waitpid(-1, &status, 0)
             if pid > 0 {
-                let handler = state.withLock { state -> (@Sendable (Int32) -> Void)? in
-                    if let handler = state.handlers.removeValue(forKey: pid) { return handler }
-                    let now = monotonicNanoseconds()
-                    state.unclaimed[pid] = (status, now)
-                    if state.unclaimed.count > 256 {
-                        state.unclaimed = state.unclaimed.filter { now - $0.value.reapedAt < Self.unclaimedLifetime }
-                    }
-                    return nil
-                }
-                handler?(status)
+                deliver(pid: pid, status: status)
             } else if errno == ECHILD {
                 childAdded.wait()
             }
         }
     }
 }
+
+/// Blocks SIGCHLD in the calling thread, and so in every thread it starts afterwards, so that child exits reach the
+/// shared I/O loop through a signalfd instead of a reaper thread of their own. Call first thing in `main`, before
+/// any thread exists. Commands start with an empty signal mask whatever the server blocks.
+public func deliverChildExitsToTheIOLoop() {
+    csystem_block_sigchld()
+    childSignalBlocked.store(true, ordering: .releasing)
+}
+
+/// Set by `deliverChildExitsToTheIOLoop`: only then is SIGCHLD known to be blocked in every thread (a signalfd
+/// misses a signal that a thread without the block takes).
+private let childSignalBlocked = Atomic<Bool>(false)
 
 /// CLOCK_MONOTONIC in nanoseconds.
 func monotonicNanoseconds() -> UInt64 {

@@ -77,7 +77,7 @@ public enum CommandEvent: Sendable {
 public final class CommandRunner: Sendable {
     /// One thread for every pipe read, timer and event of every command: handlers never block, so one loop serves
     /// any number of commands, and each command's events come out in order.
-    let loop = IOLoop(name: "sandboxd-io")
+    let loop = IOLoop.shared
     /// Seconds output is still collected after the main process exited, for descendants that hold the pipes.
     /// Long enough to drain what was already written, short enough that a background `sleep &` never holds a reply.
     let drainGrace = 0.1

@@ -3,21 +3,6 @@ import Glibc
 // glibc declares these only under _GNU_SOURCE (or as C variadics, which Swift cannot call), and Swift's Glibc module
 // defines neither. Each is looked up once by name; a missing one means a glibc older than Debian bookworm's.
 
-/// `POSIX_SPAWN_SETSID` from glibc's `<spawn.h>`.
-let posixSpawnSetSID: Int32 = 0x80
-
-/// `posix_spawn_file_actions_addchdir_np` (glibc 2.29+): the child changes directory between fork and exec, so the
-/// server never changes its own working directory.
-let addChdirAction = glibcFunction(
-    "posix_spawn_file_actions_addchdir_np",
-    as: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32).self)
-
-/// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34+): closes every descriptor from the given one up in the
-/// child.
-let addCloseFromAction = glibcFunction(
-    "posix_spawn_file_actions_addclosefrom_np",
-    as: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
-
 /// `grantpt`, `unlockpt`, `ptsname_r`: XSI pseudo-terminal calls Swift's Glibc module leaves out.
 let grantpt = glibcFunction("grantpt", as: (@convention(c) (Int32) -> Int32).self)
 let unlockpt = glibcFunction("unlockpt", as: (@convention(c) (Int32) -> Int32).self)

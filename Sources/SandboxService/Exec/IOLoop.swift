@@ -1,22 +1,26 @@
 import FoundationEssentials
+import CSystem
 import Glibc
 import Synchronization
 
-/// One thread running `poll` over the pipes of every command, with timers and a task queue; every callback runs on
-/// that thread, in order.
+/// One thread waiting in `epoll` on the pipes of every command (and on the reaper's signal descriptor), with timers
+/// and a task queue; every callback runs on that thread, in order.
 ///
 /// sandboxd does not use Dispatch read sources for pipes: on Linux, libdispatch's epoll bookkeeping has a
 /// use-after-free when many read sources are cancelled concurrently (swift-corelibs-libdispatch issue 949), which
 /// crashed the server in the 200-concurrent-commands test. Registrations here are keyed by a token, never by the fd,
-/// so an event for a descriptor that was unregistered (and whose number was reused) is dropped. `poll` rather than
-/// `epoll` because Swift's Glibc module does not export epoll; the set is rebuilt per wait, which costs microseconds
-/// for the few thousand descriptors a thousand concurrent commands hold.
+/// so an event for a descriptor that was unregistered (and whose number was reused) is dropped. Registering,
+/// pausing and unregistering are `epoll_ctl` calls made by the caller's thread: starting a command does not wake the
+/// loop. Only tasks and timers that end sooner than the loop's current wait do.
 final class IOLoop: Sendable {
-    typealias Handler = @Sendable (_ revents: Int16) -> Void
+    typealias Handler = @Sendable (_ events: UInt32) -> Void
+
+    /// The loop every command runner and the child reaper share: one thread for all pipes and exits.
+    static let shared = IOLoop(name: "sandboxd-io")
 
     private struct Registration {
         var fd: Int32
-        var events: Int16
+        var events: UInt32
         var handler: Handler
         var active: Bool
     }
@@ -32,69 +36,92 @@ final class IOLoop: Sendable {
         var tasks: [@Sendable () -> Void] = []
         var timers: [UInt64: Timer] = [:]
         var wakePending = false
+        /// When the loop's current wait ends by itself (`UInt64.max`: never; 0: it is not waiting).
+        var sleepingUntil: UInt64 = 0
+
+        /// Whether the caller must write a wake byte for work due at `deadline` (0: at once): only if the loop is
+        /// waiting past it and nobody woke it already. Off its wait (`sleepingUntil` 0) the loop looks at its tasks
+        /// and timers again before it waits.
+        mutating func claimWake(before deadline: UInt64) -> Bool {
+            guard sleepingUntil != 0, deadline < sleepingUntil, !wakePending else { return false }
+            wakePending = true
+            return true
+        }
     }
 
+    private let epoll: Int32
     private let wakeRead: Int32
     private let wakeWrite: Int32
     private let state = Mutex(State())
     private static let wakeToken: UInt64 = 0
 
     init(name: String) {
+        epoll = csystem_epoll_create()
         var fds: [Int32] = [0, 0]
-        precondition(pipe(&fds) == 0, "cannot create the I/O loop: \(String(cString: strerror(errno)))")
+        precondition(
+            epoll >= 0 && csystem_pipe(&fds) == 0, "cannot create the I/O loop: \(String(cString: strerror(errno)))")
         wakeRead = fds[0]
         wakeWrite = fds[1]
-        for fd in fds {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        }
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+        _ = csystem_epoll_ctl(epoll, Int32(CSYSTEM_EPOLL_ADD), wakeRead, UInt32(CSYSTEM_EPOLLIN), Self.wakeToken)
         startThread(named: name) { [self] in self.run() }
     }
 
-    /// Watches `fd` for `events` (`POLLIN` or `POLLOUT`); returns the token that names the registration.
-    func register(_ fd: Int32, events: Int16, handler: @escaping Handler) -> UInt64 {
-        let token = state.withLock { state in
+    static let readable = UInt32(CSYSTEM_EPOLLIN)
+    static let writable = UInt32(CSYSTEM_EPOLLOUT)
+
+    /// Watches `fd` for `events` (`readable` or `writable`; hang-ups and errors are always reported); returns the
+    /// token that names the registration.
+    func register(_ fd: Int32, events: UInt32, handler: @escaping Handler) -> UInt64 {
+        state.withLock { state in
             let token = state.nextToken
             state.nextToken += 1
             state.registrations[token] = Registration(fd: fd, events: events, handler: handler, active: true)
+            // Under the lock, so a concurrent unregister of this token cannot run between the two.
+            _ = csystem_epoll_ctl(epoll, Int32(CSYSTEM_EPOLL_ADD), fd, events, token)
             return token
         }
-        wake()
-        return token
     }
 
-    /// Stops or restarts delivering events for a registration (the descriptor stays open).
+    /// Stops or restarts delivering events for a registration (the descriptor stays open). A paused descriptor is
+    /// taken out of the epoll set: epoll reports hang-ups even for an empty event mask.
     func setActive(_ token: UInt64, _ active: Bool) {
-        let changed = state.withLock { state -> Bool in
-            guard state.registrations[token]?.active == !active else { return false }
+        state.withLock { state in
+            guard let registration = state.registrations[token], registration.active != active else { return }
             state.registrations[token]?.active = active
-            return true
+            let operation = active ? CSYSTEM_EPOLL_ADD : CSYSTEM_EPOLL_DEL
+            _ = csystem_epoll_ctl(epoll, Int32(operation), registration.fd, registration.events, token)
         }
-        if changed { wake() }
     }
 
     /// Forgets a registration; the caller closes the descriptor afterwards.
     func unregister(_ token: UInt64) {
-        _ = state.withLock { $0.registrations.removeValue(forKey: token) }
+        state.withLock { state in
+            guard let registration = state.registrations.removeValue(forKey: token), registration.active else { return }
+            _ = csystem_epoll_ctl(epoll, Int32(CSYSTEM_EPOLL_DEL), registration.fd, 0, token)
+        }
     }
 
     /// Runs `task` on the loop thread, after the tasks queued before it.
     func async(_ task: @escaping @Sendable () -> Void) {
-        state.withLock { $0.tasks.append(task) }
-        wake()
+        let wake = state.withLock { state -> Bool in
+            state.tasks.append(task)
+            return state.claimWake(before: 0)
+        }
+        if wake { writeWakeByte() }
     }
 
     /// Runs `task` on the loop thread after `seconds`; returns an id for `cancelTimer`.
     @discardableResult
     func after(_ seconds: Double, _ task: @escaping @Sendable () -> Void) -> UInt64 {
         let deadline = Self.now() &+ UInt64(min(max(0, seconds), 1e9) * 1e9)  // capped at ~31 years: no overflow
-        let id = state.withLock { state -> UInt64 in
+        let (id, wake) = state.withLock { state -> (UInt64, Bool) in
             let id = state.nextToken
             state.nextToken += 1
             state.timers[id] = Timer(deadline: deadline, task: task)
-            return id
+            return (id, state.claimWake(before: deadline))
         }
-        wake()
+        if wake { writeWakeByte() }
         return id
     }
 
@@ -102,56 +129,47 @@ final class IOLoop: Sendable {
         _ = state.withLock { $0.timers.removeValue(forKey: id) }
     }
 
-    /// Makes the loop re-read its registrations, timers and tasks; one byte in the pipe is enough for any number of
-    /// changes made before the loop runs again.
-    private func wake() {
-        let needed = state.withLock { state -> Bool in
-            defer { state.wakePending = true }
-            return !state.wakePending
-        }
-        guard needed else { return }
+    /// One byte in the pipe is enough for any number of changes made before the loop runs again.
+    private func writeWakeByte() {
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
     }
 
-    private static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
+    private static func now() -> UInt64 { monotonicNanoseconds() }
 
     private func run() {
-        var descriptors: [pollfd] = []
-        var tokens: [UInt64] = []
+        let capacity = 256
+        var tokens = [UInt64](repeating: 0, count: capacity)
+        var events = [UInt32](repeating: 0, count: capacity)
         while true {
-            descriptors.removeAll(keepingCapacity: true)
-            tokens.removeAll(keepingCapacity: true)
-            descriptors.append(pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0))
-            tokens.append(Self.wakeToken)
             let timeout = state.withLock { state -> Int32 in
-                // Changes after this point write a new wake byte; the ones before are in what is read below.
+                // Changes after this point write a new wake byte if they need one; earlier ones are seen below.
                 state.wakePending = false
-                for (token, registration) in state.registrations where registration.active {
-                    descriptors.append(pollfd(fd: registration.fd, events: registration.events, revents: 0))
-                    tokens.append(token)
+                guard state.tasks.isEmpty else {
+                    state.sleepingUntil = 0
+                    return 0
                 }
-                guard let next = state.timers.values.map(\.deadline).min() else { return -1 }
+                guard let next = state.timers.values.map(\.deadline).min() else {
+                    state.sleepingUntil = .max
+                    return -1
+                }
                 let now = Self.now()
-                return next <= now ? 0 : Int32(min((next - now + 999_999) / 1_000_000, 60_000))
+                let milliseconds = next <= now ? 0 : min((next - now + 999_999) / 1_000_000, 60_000)
+                state.sleepingUntil = milliseconds == 0 ? 0 : now + milliseconds * 1_000_000
+                return Int32(milliseconds)
             }
-            let count = poll(&descriptors, nfds_t(descriptors.count), timeout)
-            if count > 0 {
-                for (index, descriptor) in descriptors.enumerated() where descriptor.revents != 0 {
-                    if index == 0 {
-                        var drain = [UInt8](repeating: 0, count: 256)
-                        while read(wakeRead, &drain, drain.count) > 0 {}
-                        continue
-                    }
-                    // Looked up per event: a handler earlier in this round may have unregistered this token.
-                    let token = tokens[index]
-                    let handler = state.withLock { $0.registrations[token].flatMap { $0.active ? $0.handler : nil } }
-                    handler?(descriptor.revents)
+            let count = csystem_epoll_wait(epoll, &tokens, &events, Int32(capacity), timeout)
+            state.withLock { $0.sleepingUntil = 0 }
+            for index in 0..<max(0, Int(count)) {
+                let token = tokens[index]
+                if token == Self.wakeToken {
+                    var drain = [UInt8](repeating: 0, count: 64)
+                    while read(wakeRead, &drain, drain.count) > 0 {}
+                    continue
                 }
+                // Looked up per event: a handler earlier in this round may have unregistered this token.
+                let handler = state.withLock { $0.registrations[token].flatMap { $0.active ? $0.handler : nil } }
+                handler?(events[index])
             }
             runDueTimers()
             runTasks()

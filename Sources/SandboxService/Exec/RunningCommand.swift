@@ -52,6 +52,10 @@ public final class RunningCommand: Sendable {
     private let state = Mutex(State())
     /// Bytes read per pipe event: large enough for throughput, small enough to interleave many commands fairly.
     private static let readSize = 64 * 1024
+    /// Where every output is read into before its bytes are copied out: reads happen on the I/O loop's thread
+    /// only (a fresh zeroed 64 KiB array per read cost more than the read of a short command's output).
+    nonisolated(unsafe) private static let readBuffer = UnsafeMutableRawPointer.allocate(
+        byteCount: readSize, alignment: 16)
     /// Stdin bytes buffered for a command that does not read: beyond this, writes are refused.
     public static let maxPendingStdin = 8 << 20
 
@@ -135,39 +139,31 @@ public final class RunningCommand: Sendable {
     func started(pid: pid_t, streams: ChildStreams, timeout: Double?) {
         let loop = runner.loop
         // Registered under the lock, so a read event (on the loop thread) always finds its output recorded.
-        state.withLock { state in
+        let exitedAlready = state.withLock { state -> Bool in
             state.pid = pid
             state.started = true
             for (fd, isStdout) in [(streams.stdout, true), (streams.stderr, false)] where fd >= 0 {
-                let token = loop.register(fd, events: Int16(POLLIN)) { [self] _ in self.readAvailable(fd: fd) }
+                let token = loop.register(fd, events: IOLoop.readable) { [self] _ in self.readAvailable(fd: fd) }
                 state.outputs.append(Output(fd: fd, token: token, isStdout: isStdout))
             }
             state.stdin.fd = streams.stdin
             state.terminal = streams.terminalPath == nil ? -1 : streams.stdout
             if let timeout { state.timers.append(loop.after(timeout) { [self] in self.timeoutFired() }) }
+            return state.waitStatus != nil
         }
         // The reaper may already have seen the exit; it could not act on it before the pipes were watched.
-        loop.async { [self] in
+        if exitedAlready {
             scheduleGraceIfNeeded()
             finishIfDone()
         }
     }
 
-    /// On the reaper thread. When the output already reached EOF (the usual case for a short command), the exit is
-    /// delivered right here; otherwise the loop waits for the output, with the drain grace.
+    /// On the I/O loop (or the reaper thread). When the output already reached EOF (the usual case for a short
+    /// command), the exit is delivered right here; otherwise the loop waits for the output, with the drain grace.
     func processExited(status: Int32) {
-        let outputDone = state.withLock { state -> Bool in
-            state.waitStatus = status
-            return state.started && !state.outputs.contains(where: \.open)
-        }
-        if outputDone {
-            finishIfDone()
-            return
-        }
-        runner.loop.async { [self] in
-            scheduleGraceIfNeeded()
-            finishIfDone()
-        }
+        state.withLock { $0.waitStatus = status }
+        scheduleGraceIfNeeded()
+        finishIfDone()
     }
 
     private func timeoutFired() {
@@ -197,7 +193,7 @@ public final class RunningCommand: Sendable {
                     continue
                 } else if written < 0 && errno == EAGAIN {
                     if stdin.token == 0 {
-                        stdin.token = loop.register(stdin.fd, events: Int16(POLLOUT)) { [self] _ in self.flushStdin() }
+                        stdin.token = loop.register(stdin.fd, events: IOLoop.writable) { [self] _ in self.flushStdin() }
                     } else if !stdin.waiting {
                         loop.setActive(stdin.token, true)
                     }
@@ -231,10 +227,9 @@ public final class RunningCommand: Sendable {
         // A few reads per event: a short command's last output and its EOF are then seen in one round of the loop;
         // the bound keeps one busy command from starving the others.
         for _ in 0..<4 {
-            var buffer = [UInt8](repeating: 0, count: Self.readSize)
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, Self.readSize) }
+            let count = read(fd, Self.readBuffer, Self.readSize)
             if count > 0 {
-                buffer.removeSubrange(count...)
+                let buffer = [UInt8](UnsafeRawBufferPointer(start: Self.readBuffer, count: count))
                 let isStdout = state.withLock { state in state.outputs.first { $0.fd == fd }?.isStdout ?? true }
                 sink(isStdout ? .stdout(buffer) : .stderr(buffer))
                 if state.withLock({ $0.outputPaused }) { return }

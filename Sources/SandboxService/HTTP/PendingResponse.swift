@@ -2,9 +2,9 @@ import Synchronization
 
 /// A response that a handler completes later, from any thread (a command's exit, for example).
 ///
-/// While it is not ready the request's connection is suspended, so no polling thread waits for it. As in
-/// `EventStream`, the parked flag and suspend/resume change under one lock, so resume is only ever called on a
-/// connection that is suspended.
+/// While it is not ready the request's connection is suspended, so no polling thread waits for it. The parked flag
+/// and the suspension change under one lock, so resume is only ever called, once, on a connection that is
+/// suspended.
 public final class PendingResponse: Sendable {
     private struct State {
         var response: HTTPResponse?
@@ -24,14 +24,16 @@ public final class PendingResponse: Sendable {
 
     /// Delivers the response; later calls are ignored.
     public func complete(_ response: HTTPResponse) {
-        state.withLock { state in
-            guard state.response == nil, !state.taken else { return }
+        let resume = state.withLock { state -> (@Sendable () -> Void)? in
+            guard state.response == nil, !state.taken else { return nil }
             state.response = response
-            if state.parked {
-                state.parked = false
-                state.resume?()
-            }
+            guard state.parked else { return nil }
+            state.parked = false
+            return state.resume
         }
+        // Outside the lock: the woken polling thread takes the response at once instead of waiting for the lock.
+        // The connection stays suspended until this call, and nothing suspends it again: the response is set.
+        resume?()
     }
 
     /// Called once if the connection ends before the response was sent.

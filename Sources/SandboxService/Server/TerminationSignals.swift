@@ -1,8 +1,8 @@
 import Glibc
 
-/// Waits for SIGTERM or SIGINT without ignoring or blocking any signal: dispositions that are ignored, and the
-/// blocked mask, would be inherited by every command (posix_spawn resets them for commands anyway, but other
-/// libraries' children would get them). Handlers are reset to the default at exec, so installing them is safe.
+/// Waits for SIGTERM or SIGINT without ignoring or blocking them: an ignored disposition survives exec (commands
+/// are started with every disposition reset and an empty mask anyway). Handlers are reset to the default at exec,
+/// so installing them is safe.
 public enum TerminationSignals {
     /// Write end of the self-pipe; a constant-initialized global, so the handler touches no lazy initializer.
     nonisolated(unsafe) private static var writeEnd: Int32 = -1

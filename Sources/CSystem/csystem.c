@@ -1,0 +1,140 @@
+#define _GNU_SOURCE
+#include "csystem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// The kernel's sigaction, called directly: glibc's wrapper refuses its internal signals (32 and 33), which a parent
+// may have ignored all the same.
+struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    uint64_t mask;
+};
+
+static int kernel_sigaction(int sig, const struct kernel_sigaction *action, struct kernel_sigaction *old) {
+    return (int)syscall(SYS_rt_sigaction, sig, action, old, sizeof(uint64_t));
+}
+
+// Runs in the vfork child, on the parent's stack and memory: system calls only, no allocation, no locks. Returns
+// only on failure, with the errno to report.
+static int spawn_child(const csystem_spawn_request *r) {
+    const struct kernel_sigaction dfl = {.handler = SIG_DFL};
+    for (int i = 0; i < r->reset_count; i++) kernel_sigaction(r->reset_signals[i], &dfl, NULL);
+
+    if (r->terminal) {
+        if (setsid() < 0) return errno;
+        int fd = open(r->terminal, O_RDWR);  // the session leader's first terminal: its controlling terminal
+        if (fd < 0) return errno;
+        for (int target = 0; target < 3; target++)
+            if (fd != target && dup2(fd, target) < 0) return errno;
+    } else {
+        if (setpgid(0, 0) < 0) return errno;
+        const int sources[3] = {r->stdin_fd, r->stdout_fd, r->stderr_fd};
+        for (int target = 0; target < 3; target++) {
+            if (sources[target] == target) {
+                if (fcntl(target, F_SETFD, 0) < 0) return errno;  // keep it across exec
+            } else if (dup2(sources[target], target) < 0) {
+                return errno;
+            }
+        }
+    }
+    if (chdir(r->cwd) < 0) return errno;
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0) {
+        for (int fd = 3; fd < 65536; fd++) close(fd);  // kernels before 5.9
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    int result = ENOENT;
+    for (int i = 0; i < r->candidate_count; i++) {
+        execve(r->candidates[i], r->argv, r->envp);
+        // As execvp: keep looking past a missing file or a directory we may not search; remember a denial.
+        if (errno == EACCES) result = EACCES;
+        else if (errno != ENOENT && errno != ENOTDIR) return errno;
+    }
+    return result;
+}
+
+int csystem_spawn(const csystem_spawn_request *request, pid_t *pid) {
+    // With every signal blocked no handler of the server can run in the child, which shares its memory.
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    volatile int child_error = 0;
+    pid_t child = vfork();
+    if (child == 0) {
+        child_error = spawn_child(request);
+        _exit(127);
+    }
+    int fork_error = child < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (fork_error) return fork_error;
+    if (child_error) {
+        waitpid(child, NULL, 0);  // may fail if the server's reaper was first
+        return child_error;
+    }
+    *pid = child;
+    return 0;
+}
+
+int csystem_signals_not_default(int *out, int max) {
+    int count = 0;
+    for (int sig = 1; sig < NSIG && count < max; sig++) {
+        struct kernel_sigaction action;
+        if (sig == SIGKILL || sig == SIGSTOP || kernel_sigaction(sig, NULL, &action) != 0) continue;
+        if (action.handler != SIG_DFL) out[count++] = sig;
+    }
+    return count;
+}
+
+int csystem_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+static sigset_t sigchld_set(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    return set;
+}
+
+void csystem_block_sigchld(void) {
+    sigset_t set = sigchld_set();
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int csystem_sigchld_fd(void) {
+    sigset_t set = sigchld_set();
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+void csystem_drain_signalfd(int fd) {
+    struct signalfd_siginfo info[8];
+    while (read(fd, info, sizeof info) > 0) {}
+}
+
+int csystem_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int csystem_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event event = {.events = events, .data.u64 = token};
+    return epoll_ctl(epfd, op, fd, &event);
+}
+
+int csystem_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event ready[256];
+    if (max > 256) max = 256;
+    int count = epoll_wait(epfd, ready, max, timeout_ms);
+    for (int i = 0; i < count; i++) {
+        tokens[i] = ready[i].data.u64;
+        events[i] = ready[i].events;
+    }
+    return count;
+}

@@ -1,0 +1,60 @@
+// Linux calls sandboxd needs that Swift's Glibc module does not offer: a vfork-based spawn (the child runs only
+// async-signal-safe system calls before exec) and epoll.
+#ifndef CSYSTEM_H
+#define CSYSTEM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// What `csystem_spawn` starts. Every pointer stays owned by the caller.
+typedef struct {
+    /// Full paths to try in order, as `execvp` would from a PATH search (one entry when the program has a slash).
+    const char *const *candidates;
+    int candidate_count;
+    char *const *argv;
+    char *const *envp;
+    /// The child's working directory.
+    const char *cwd;
+    /// With a terminal path the child leads a new session and opens the terminal as 0, 1 and 2 (it becomes the
+    /// controlling terminal); without one it leads a new process group and gets the three descriptors below.
+    const char *terminal;
+    int stdin_fd;
+    int stdout_fd;
+    int stderr_fd;
+    /// Signals set back to their default action in the child (the ones the server ignores or handles).
+    const int *reset_signals;
+    int reset_count;
+} csystem_spawn_request;
+
+/// Starts the program; returns 0 and the pid, or the errno of the step that failed (the child, if any, is reaped
+/// by the caller's reaper). Every descriptor from 3 up is closed in the child; its signal mask is empty.
+int csystem_spawn(const csystem_spawn_request *request, pid_t *pid);
+
+/// Writes the signals whose action is not the default (ignored or handled) to `out`; returns how many.
+int csystem_signals_not_default(int *out, int max);
+
+/// `pipe2(fds, O_CLOEXEC)`: both ends close-on-exec from the start.
+int csystem_pipe(int fds[2]);
+
+/// SIGCHLD: `csystem_block_sigchld` blocks it in the calling thread (and so in the threads it starts later);
+/// `csystem_sigchld_fd` opens a non-blocking signalfd for it, and `csystem_drain_signalfd` reads everything pending
+/// there.
+void csystem_block_sigchld(void);
+int csystem_sigchld_fd(void);
+void csystem_drain_signalfd(int fd);
+
+/// epoll: `csystem_epoll_ctl` registers `fd` with `events` under `token`; `csystem_epoll_wait` fills up to `max`
+/// tokens and event masks and returns how many (or -1 with errno).
+int csystem_epoll_create(void);
+int csystem_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+int csystem_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+
+enum {
+    CSYSTEM_EPOLL_ADD = 1,
+    CSYSTEM_EPOLL_DEL = 2,
+    CSYSTEM_EPOLL_MOD = 3,
+    CSYSTEM_EPOLLIN = 0x001,
+    CSYSTEM_EPOLLOUT = 0x004,
+};
+
+#endif
