@@ -117,8 +117,8 @@ int csystem_sigchld_fd(void) {
 }
 
 void csystem_drain_signalfd(int fd) {
-    struct signalfd_siginfo info[8];
-    while (read(fd, info, sizeof info) > 0) {}
+    struct signalfd_siginfo info[16];
+    while (read(fd, info, sizeof info) == (ssize_t)sizeof info) {}  // a short read emptied it
 }
 
 int csystem_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }

@@ -83,7 +83,7 @@ struct ChildStreams {
         var fds: [Int32] = [0, 0]
         guard csystem_pipe(&fds) == 0 else { throw .failed("pipe", errno) }
         let serverEnd = end == .read ? fds[0] : fds[1]
-        _ = fcntl(serverEnd, F_SETFL, fcntl(serverEnd, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(serverEnd, F_SETFL, O_NONBLOCK)  // a new pipe has no other status flag to keep
         return (fds[0], fds[1])
     }
 }
