@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -57,6 +58,7 @@ static int spawn_child(const csystem_spawn_request *r) {
 
     int result = ENOENT;
     for (int i = 0; i < r->candidate_count; i++) {
+        if (r->executed) *r->executed = i;
         execve(r->candidates[i], r->argv, r->envp);
         // As execvp: keep looking past a missing file or a directory we may not search; remember a denial.
         if (errno == EACCES) result = EACCES;
@@ -119,6 +121,30 @@ int csystem_sigchld_fd(void) {
 void csystem_drain_signalfd(int fd) {
     struct signalfd_siginfo info[16];
     while (read(fd, info, sizeof info) == (ssize_t)sizeof info) {}  // a short read emptied it
+}
+
+int csystem_watch_directories(const char *const *paths, int count, int *watched) {
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) return -1;
+    const uint32_t mask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF |
+                          IN_MOVE_SELF | IN_ONLYDIR;
+    for (int i = 0; i < count; i++) watched[i] = inotify_add_watch(fd, paths[i], mask) >= 0;
+    return fd;
+}
+
+int csystem_directory_events(int fd) {
+    char buffer[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    int result = 0;
+    for (;;) {
+        ssize_t length = read(fd, buffer, sizeof buffer);
+        if (length <= 0) return result;
+        for (char *p = buffer; p < buffer + length;) {
+            const struct inotify_event *event = (const struct inotify_event *)p;
+            if (event->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW)) result = 2;
+            else if (result == 0) result = 1;
+            p += sizeof(struct inotify_event) + event->len;
+        }
+    }
 }
 
 int csystem_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }

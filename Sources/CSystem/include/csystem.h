@@ -24,6 +24,8 @@ typedef struct {
     /// Signals set back to their default action in the child (the ones the server ignores or handles).
     const int *reset_signals;
     int reset_count;
+    /// Set by the child to the index of the candidate it executes (the parent reads it after a successful spawn).
+    volatile int *executed;
 } csystem_spawn_request;
 
 /// Starts the program; returns 0 and the pid, or the errno of the step that failed (the child, if any, is reaped
@@ -42,6 +44,13 @@ int csystem_pipe(int fds[2]);
 void csystem_block_sigchld(void);
 int csystem_sigchld_fd(void);
 void csystem_drain_signalfd(int fd);
+
+/// inotify, to learn when a directory's entries change: `csystem_watch_directories` starts watching the given
+/// directories (an entry of `watched` is set to 1 for each one that could be watched) and returns the descriptor
+/// (non-blocking) or -1; `csystem_directory_events` reads what is pending and returns 0 (nothing), 1 (entries
+/// changed) or 2 (a watch ended: a directory was removed or moved).
+int csystem_watch_directories(const char *const *paths, int count, int *watched);
+int csystem_directory_events(int fd);
 
 /// epoll: `csystem_epoll_ctl` registers `fd` with `events` under `token`; `csystem_epoll_wait` fills up to `max`
 /// tokens and event masks and returns how many (or -1 with errno).

@@ -95,17 +95,19 @@ func setCloseOnExec(_ fd: Int32) {
 /// Starts `argv` with `csystem_spawn` (vfork and exec), in `cwd`, with default signal dispositions and an empty signal
 /// mask whatever the server itself ignores or blocks, and no descriptor but 0, 1 and 2. It leads a new process
 /// group, or with a terminal a new session whose controlling terminal that is. The program is looked up in the
-/// server's PATH, as `execvp` does.
+/// server's PATH, as `execvp` does (`ProgramLocator`).
 ///
 /// Exec failures are reported synchronously, which gives the 126/127 distinction without a shell. glibc's
 /// `posix_spawn` does the same work but resets all 64 signals in the child and maps a new stack per spawn; this does
 /// only what sandboxd needs (about 30 µs less per command on the development machine).
-func spawnProcess(argv: [String], cwd: String, environment: [String], streams: ChildStreams) throws(SpawnError)
-    -> pid_t
-{
+func spawnProcess(
+    argv: [String], cwd: String, environment: [String], streams: ChildStreams,
+    locator: ProgramLocator = .shared
+) throws(SpawnError) -> pid_t {
     guard let program = argv.first, !program.isEmpty else { throw .notFound(argv.first ?? "") }
-    let candidates = program.contains("/") ? [program] : searchPath.map { $0.isEmpty ? program : "\($0)/\(program)" }
+    let candidates = locator.candidates(for: program)
     var pid: pid_t = 0
+    var executed: Int32 = 0
     let result = withCStrings(candidates) { cCandidates in
         withCStrings(argv) { cArgv in
             withCStrings(environment) { cEnv in
@@ -118,7 +120,8 @@ func spawnProcess(argv: [String], cwd: String, environment: [String], streams: C
                                 envp: cEnv.baseAddress,
                                 cwd: cCwd, terminal: cTerminal, stdin_fd: streams.childStdin,
                                 stdout_fd: streams.childStdout, stderr_fd: streams.childStderr,
-                                reset_signals: signals.baseAddress, reset_count: Int32(signals.count))
+                                reset_signals: signals.baseAddress, reset_count: Int32(signals.count),
+                                executed: &executed)
                             return csystem_spawn(&request, &pid)
                         }
                     }
@@ -127,18 +130,14 @@ func spawnProcess(argv: [String], cwd: String, environment: [String], streams: C
         }
     }
     switch result {
-    case 0: return pid
+    case 0:
+        locator.found(program, at: candidates[Int(executed)])
+        return pid
     case ENOENT, ENOTDIR: throw .notFound(program)
     case EACCES, ENOEXEC, EISDIR, EPERM: throw .notExecutable(program)
     default: throw .failed("spawn", result)
     }
 }
-
-/// The directories of the server's PATH (glibc's default when it has none), searched for a program without a slash.
-private let searchPath: [String] = {
-    let path = getenv("PATH").map { String(cString: $0) } ?? "/bin:/usr/bin"
-    return path.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-}()
 
 /// The signals a command must not inherit a disposition for: every one the server ignores or handles when it first
 /// spawns (the Swift runtime's crash handlers included), and those it may handle later. Exec resets handled signals
@@ -157,7 +156,7 @@ private func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CC
 }
 
 /// Calls `body` with a NULL-terminated C array of the strings, valid only during the call.
-private func withCStrings<R>(_ strings: [String], _ body: (UnsafeBufferPointer<UnsafeMutablePointer<CChar>?>) -> R)
+func withCStrings<R>(_ strings: [String], _ body: (UnsafeBufferPointer<UnsafeMutablePointer<CChar>?>) -> R)
     -> R
 {
     var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }

@@ -1,0 +1,72 @@
+import CSystem
+import Glibc
+import Synchronization
+
+/// Where a program named without a slash is looked for: the directories of the server's PATH, in order, as `execvp`
+/// searches them. The directory a program was found in is remembered, so a command does not pay a failed `execve`
+/// for each directory before it (eight for `echo` with the development machine's PATH: 20–60 µs per command). The
+/// memory is dropped whenever an entry of a watched directory changes (inotify), so a program installed earlier in
+/// PATH, removed, or made unexecutable is found as a fresh search would find it. Only directories that are absolute
+/// and could be watched count, and only a program found before the first other one is remembered.
+final class ProgramLocator: Sendable {
+    static let shared = ProgramLocator(path: getenv("PATH").map { String(cString: $0) } ?? "/bin:/usr/bin")
+
+    let directories: [String]
+    /// How many leading directories are absolute and watched.
+    private let watchedPrefix: Int
+    private let events: Int32
+    private let state = Mutex<(found: [String: Int], disabled: Bool)>(([:], false))
+
+    init(path: String) {
+        let directories = path.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        var watched = [Int32](repeating: 0, count: directories.count)
+        let events = withCStrings(directories) { paths in
+            csystem_watch_directories(
+                UnsafePointer(OpaquePointer(paths.baseAddress)), Int32(directories.count), &watched)
+        }
+        var prefix = 0
+        while events >= 0, prefix < directories.count, directories[prefix].hasPrefix("/"), watched[prefix] != 0 {
+            prefix += 1
+        }
+        self.directories = directories
+        self.events = events
+        watchedPrefix = prefix
+    }
+
+    deinit { if events >= 0 { close(events) } }
+
+    /// The paths to try in order: the whole search, preceded by the remembered path if there is one.
+    func candidates(for program: String) -> [String] {
+        if program.contains("/") { return [program] }
+        let search = directories.map { path(of: program, in: $0) }
+        guard watchedPrefix > 0 else { return search }
+        let remembered = state.withLock { state -> Int? in
+            switch csystem_directory_events(events) {
+            case 0: break
+            case 1: state.found.removeAll()
+            default:
+                state.found.removeAll()
+                state.disabled = true  // a watched directory was removed or moved: stop remembering
+            }
+            return state.found[program]
+        }
+        guard let remembered else { return search }
+        return [search[remembered]] + search
+    }
+
+    /// The spawn of `program` executed `path` (one of its candidates).
+    func found(_ program: String, at path: String) {
+        guard !program.contains("/"),
+            let index = directories.prefix(watchedPrefix).firstIndex(where: { self.path(of: program, in: $0) == path })
+        else { return }
+        state.withLock { state in
+            guard !state.disabled else { return }
+            if state.found.count >= 1024 { state.found.removeAll() }
+            state.found[program] = index
+        }
+    }
+
+    private func path(of program: String, in directory: String) -> String {
+        directory.isEmpty ? program : "\(directory)/\(program)"
+    }
+}
