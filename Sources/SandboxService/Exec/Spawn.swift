@@ -7,7 +7,7 @@ public enum SpawnError: Error, Equatable, Sendable {
     case notFound(String)
     /// The program exists but cannot be executed (exit code 126).
     case notExecutable(String)
-    /// Any other failure of `posix_spawn` or of creating pipes.
+    /// Any other failure of the spawn or of creating pipes.
     case failed(String, Int32)
 
     /// The exit code a shell would report for this failure.
