@@ -131,5 +131,6 @@ struct Sandboxd: ParsableCommand {
         let signal = TerminationSignals.wait()
         logger.info("received signal \(signal), shutting down")
         server.shutdown()
+        LogOutput.standardError.flush()
     }
 }

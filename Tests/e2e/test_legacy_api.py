@@ -137,6 +137,32 @@ def test_one_log_line_per_request(local_server, api):
     assert "GET" in line and "404" in line, line
 
 
+def test_request_lines_carry_the_request_id_as_text_and_as_json(start_server, make_api):
+    for flags in ((), ("--log-format", "json")):
+        srv = start_server(*flags)
+        request_id = make_api(srv).get("/").headers["X-Request-Id"]
+        match = srv.wait_for_log(rf"[^\n]*{request_id}[^\n]*", 5.0)
+        assert match, f"no log line with {request_id} ({flags}):\n{srv.log_tail()}"
+        line = match.group(0)
+        if flags:
+            record = json.loads(line)
+            assert record["request_id"] == request_id, record
+            assert (record["level"], record["method"], record["path"], record["status"]) == ("info", "GET", "/", "200")
+            assert float(record["duration_ms"]) >= 0, record
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"]), record
+        else:
+            assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info sandboxd: GET / 200 ", line), line
+            assert line.endswith(f"request_id={request_id}"), line
+
+
+def test_a_burst_of_requests_logs_every_line_and_soon(local_server, api):
+    # Under load lines are written in batches: none may be lost, and the last is out within the flush window.
+    ids = [api.get("/").headers["X-Request-Id"] for _ in range(300)]
+    assert local_server.wait_for_log(re.escape(ids[-1]), 5.0), local_server.log_tail()
+    logs = local_server.logs()
+    assert [i for i in ids if i not in logs] == []
+
+
 def test_version_flag():
     binary = sandboxd_binary()
     if not binary.is_file():
