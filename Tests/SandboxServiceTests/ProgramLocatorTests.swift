@@ -26,10 +26,19 @@ import Testing
         /// Spawns `prog` with this PATH and returns what it printed.
         func run() throws -> String {
             let streams = try ChildStreams(stdinPipe: false, terminal: nil)
-            defer { streams.closeAll() }
-            let pid = try spawnProcess(
-                argv: ["prog"], cwd: "/", environment: [], streams: streams, locator: locator)
+            let pid: pid_t
+            do {
+                pid = try spawnProcess(argv: ["prog"], cwd: "/", environment: [], streams: streams, locator: locator)
+            } catch {
+                streams.closeAll()
+                throw error
+            }
+            // Each descriptor is closed exactly once: a second close could hit a concurrent test's descriptor.
             streams.closeChildEnds()
+            defer {
+                close(streams.stdout)
+                close(streams.stderr)
+            }
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             _ = fcntl(streams.stdout, F_SETFL, 0)
