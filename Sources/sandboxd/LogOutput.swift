@@ -18,6 +18,9 @@ final class LogOutput: Sendable {
 
     private let fd: Int32
     private let state = Mutex(State())
+    /// A serial queue runs on the threads Dispatch already has for sandboxd's timers; the global concurrent queue
+    /// would start two more.
+    private let queue = DispatchQueue(label: "sandboxd.log")
     private static let window: UInt64 = 20_000_000
     private static let limit = 64 * 1024
 
@@ -36,7 +39,7 @@ final class LogOutput: Sendable {
             return !state.flushScheduled
         }
         if schedule {
-            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(Self.window))) { [self] in flush() }
+            queue.asyncAfter(deadline: .now() + .nanoseconds(Int(Self.window))) { [self] in flush() }
         }
     }
 
