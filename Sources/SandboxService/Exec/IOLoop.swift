@@ -114,7 +114,8 @@ final class IOLoop: Sendable {
     /// Runs `task` on the loop thread after `seconds`; returns an id for `cancelTimer`.
     @discardableResult
     func after(_ seconds: Double, _ task: @escaping @Sendable () -> Void) -> UInt64 {
-        let deadline = Self.now() &+ UInt64(min(max(0, seconds), 1e9) * 1e9)  // capped at ~31 years: no overflow
+        // Capped at ~31 years: no overflow.
+        let deadline = monotonicNanoseconds() &+ UInt64(min(max(0, seconds), 1e9) * 1e9)
         let (id, wake) = state.withLock { state -> (UInt64, Bool) in
             let id = state.nextToken
             state.nextToken += 1
@@ -135,8 +136,6 @@ final class IOLoop: Sendable {
         _ = write(wakeWrite, &byte, 1)
     }
 
-    private static func now() -> UInt64 { monotonicNanoseconds() }
-
     private func run() {
         let capacity = 256
         var tokens = [UInt64](repeating: 0, count: capacity)
@@ -153,7 +152,7 @@ final class IOLoop: Sendable {
                     state.sleepingUntil = .max
                     return -1
                 }
-                let now = Self.now()
+                let now = monotonicNanoseconds()
                 let milliseconds = next <= now ? 0 : min((next - now + 999_999) / 1_000_000, 60_000)
                 state.sleepingUntil = milliseconds == 0 ? 0 : now + milliseconds * 1_000_000
                 return Int32(milliseconds)
@@ -188,7 +187,7 @@ final class IOLoop: Sendable {
     }
 
     private func runDueTimers() {
-        let now = Self.now()
+        let now = monotonicNanoseconds()
         let due = state.withLock { state -> [Timer] in
             let due = state.timers.filter { $0.value.deadline <= now }
             due.keys.forEach { state.timers.removeValue(forKey: $0) }

@@ -74,7 +74,7 @@ public final class AtomicFile {
         while let base = rest.baseAddress, !rest.isEmpty {
             if pendingCount == 0 && rest.count >= Self.staging {
                 let direct = rest.count - rest.count % Self.block
-                try writeAll(.init(start: base, count: direct), .init(start: nil, count: 0))
+                try writeAll(.init(start: base, count: direct))
                 rest = .init(rebasing: rest[direct...])
                 continue
             }
@@ -82,40 +82,32 @@ public final class AtomicFile {
             pendingBuffer.advanced(by: pendingCount).copyMemory(from: base, byteCount: take)
             pendingCount += take
             rest = .init(rebasing: rest[take...])
-            if pendingCount == Self.staging {
-                try writeAll(
-                    UnsafeRawBufferPointer(start: pendingBuffer, count: pendingCount), .init(start: nil, count: 0))
-                pendingCount = 0
-            }
+            if pendingCount == Self.staging { try flushPending() }
         }
     }
 
-    /// Writes `first` then `second` with `writev`, retrying short writes.
-    private func writeAll(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) throws(FileError) {
-        var parts = [first, second].filter { !$0.isEmpty }
-        while !parts.isEmpty {
-            var vectors = parts.map {
-                iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
-            }
-            var written = writev(fd, &vectors, Int32(vectors.count))
+    private func flushPending() throws(FileError) {
+        try writeAll(UnsafeRawBufferPointer(start: pendingBuffer, count: pendingCount))
+        pendingCount = 0
+    }
+
+    /// Writes all of `bytes`, retrying short writes.
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+        var offset = 0
+        while offset < bytes.count {
+            let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             if written < 0 {
                 if errno == EINTR { continue }
                 throw FileError(errno: errno)
             }
-            while written > 0, let part = parts.first {
-                let used = min(written, part.count)
-                written -= used
-                parts[0] = UnsafeRawBufferPointer(rebasing: part[used...])
-                if parts[0].isEmpty { parts.removeFirst() }
-            }
+            offset += written
         }
     }
 
     /// Moves the complete file into place.
     public func commit() throws(FileError) {
         guard !committed else { return }
-        try writeAll(UnsafeRawBufferPointer(start: pendingBuffer, count: pendingCount), .init(start: nil, count: 0))
-        pendingCount = 0
+        try flushPending()
         guard close(fd) == 0 else {
             let code = errno
             fd = -1
