@@ -2,11 +2,14 @@
 #include "csystem.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -98,6 +101,25 @@ int csystem_signals_not_default(int *out, int max) {
     }
     return count;
 }
+
+int csystem_unlock_terminal(int master, char *name, size_t size) {
+    if (grantpt(master) != 0 || unlockpt(master) != 0) return -1;
+    int error = ptsname_r(master, name, size);
+    if (error != 0) {
+        errno = error;
+        return -1;
+    }
+    return 0;
+}
+
+void csystem_name_thread(const char *name) {
+    char truncated[16];
+    strncpy(truncated, name, sizeof truncated - 1);
+    truncated[sizeof truncated - 1] = 0;
+    pthread_setname_np(pthread_self(), truncated);
+}
+
+int csystem_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
 int csystem_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 

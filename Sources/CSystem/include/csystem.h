@@ -1,5 +1,6 @@
-// Linux calls sandboxd needs that Swift's Glibc module does not offer: a vfork-based spawn (the child runs only
-// async-signal-safe system calls before exec) and epoll.
+// Linux and glibc calls sandboxd needs that Swift's Glibc module does not offer (or offers only as C variadics):
+// a vfork-based spawn (the child runs only async-signal-safe system calls before exec), epoll, signalfd, inotify,
+// pseudo-terminal setup, thread names and the child-subreaper flag.
 #ifndef CSYSTEM_H
 #define CSYSTEM_H
 
@@ -34,6 +35,16 @@ int csystem_spawn(const csystem_spawn_request *request, pid_t *pid);
 
 /// Writes the signals whose action is not the default (ignored or handled) to `out`; returns how many.
 int csystem_signals_not_default(int *out, int max);
+
+/// `grantpt`, `unlockpt` and `ptsname_r` on a new pseudo-terminal master: writes the slave's path to `name`;
+/// returns 0, or -1 with errno.
+int csystem_unlock_terminal(int master, char *name, size_t size);
+
+/// `pthread_setname_np` for the calling thread (at most 15 bytes are kept).
+void csystem_name_thread(const char *name);
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphans of the process's descendants are re-parented to it. Returns 0 or -1.
+int csystem_become_child_subreaper(void);
 
 /// `pipe2(fds, O_CLOEXEC)`: both ends close-on-exec from the start.
 int csystem_pipe(int fds[2]);

@@ -138,7 +138,7 @@ func startThread(named name: String, _ body: @escaping @Sendable () -> Void) {
         &thread, nil,
         { context in
             let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
-            _ = setThreadName(pthread_self(), String(box.name.prefix(15)))
+            csystem_name_thread(box.name)
             box.body()
             return nil
         }, context)

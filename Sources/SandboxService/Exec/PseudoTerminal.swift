@@ -1,3 +1,4 @@
+import CSystem
 import Glibc
 
 /// A new pseudo-terminal: the server keeps the master side, the command opens `childPath` as its terminal.
@@ -11,7 +12,7 @@ struct PseudoTerminal {
         let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
         guard master >= 0 else { throw .failed("open /dev/ptmx", errno) }
         var name = [CChar](repeating: 0, count: 128)
-        guard grantpt(master) == 0, unlockpt(master) == 0, ptsname_r(master, &name, name.count) == 0 else {
+        guard csystem_unlock_terminal(master, &name, name.count) == 0 else {
             let code = errno
             close(master)
             throw .failed("ptsname", code)

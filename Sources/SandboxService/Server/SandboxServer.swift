@@ -1,3 +1,4 @@
+import CSystem
 import FoundationEssentials
 import Glibc
 import Logging
@@ -55,7 +56,7 @@ public final class SandboxServer: Sendable {
         self.logger = logger
         root = try SandboxRoot(path: options.root)
         // Orphaned descendants of commands come to sandboxd (which reaps them) even when it is not PID 1.
-        becomeChildSubreaper()
+        _ = csystem_become_child_subreaper()
         let environment = ProcessInfo.processInfo.environment
             .filter { !options.secretVariables.contains($0.key) }
             .map { "\($0.key)=\($0.value)" }
