@@ -374,6 +374,18 @@ class Dechunker:
         return b"".join(out)
 
 
+def read_head(s: socket.socket, what: str) -> tuple[bytes, bytes]:
+    """Reads a response's header block; returns it and the body bytes received with it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise RuntimeError(f"{what} closed before its headers")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
 def open_stream(port: int, command: str, timeout: float = 60.0):
     """POSTs /execute/stream; returns (socket, header block, body bytes already received)."""
     body = json.dumps({"command": command}).encode()
@@ -383,13 +395,7 @@ def open_stream(port: int, command: str, timeout: float = 60.0):
         b"POST /execute/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise RuntimeError("stream closed before its headers")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
+    head, rest = read_head(s, "stream")
     if b" 200 " not in head.split(b"\r\n")[0] + b" ":
         raise RuntimeError(f"stream answered {head[:60]!r}")
     return s, head.decode("latin-1"), rest
@@ -682,14 +688,8 @@ def download(port: int, path: str, timeout: float) -> tuple[int, int, float]:
     t0 = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(f"GET /download/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise RuntimeError("download closed before its headers")
-            head += chunk
-        header_block, _, rest = head.partition(b"\r\n\r\n")
-        status = int(header_block.split(b" ", 2)[1])
+        head, rest = read_head(s, "download")
+        status = int(head.split(b" ", 2)[1])
         got = len(rest)
         while True:
             n = s.recv_into(view)
