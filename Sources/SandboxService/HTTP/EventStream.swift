@@ -14,12 +14,16 @@ public final class EventStream: Sendable {
         /// Nothing to send yet: the connection was suspended.
         case parked
         case end
+        /// The client went away: close the connection without ending the body.
+        case abort
     }
 
     struct State {
         var buffer: [UInt8] = []
         var head = 0
         var finished = false
+        /// The client went away; nothing more is sent.
+        var aborted = false
         var parked = false
         var lastWrite = DispatchTime.now()
         var suspend: (@Sendable () -> Void)?
@@ -54,6 +58,7 @@ public final class EventStream: Sendable {
 
         /// Copies up to `max` bytes out, or parks, or ends.
         mutating func read(into destination: UnsafeMutableRawBufferPointer) -> ReadResult {
+            if aborted { return .abort }
             if pending > 0 {
                 let count = min(pending, destination.count)
                 buffer.withUnsafeBytes { source in
@@ -155,15 +160,23 @@ public final class EventStream: Sendable {
         return result
     }
 
-    /// The client went away while the connection was suspended: stop the producer and end the stream, which
-    /// resumes the connection so libmicrohttpd closes it.
+    /// The client went away while the connection was suspended: stop the producer, drop what is buffered and
+    /// resume the connection, whose reader then aborts, so libmicrohttpd closes it at once.
     func clientGone() {
         let handler = state.withLock { state -> (@Sendable () -> Void)? in
             defer { state.onClientGone = nil }
             return state.finished ? nil : state.onClientGone
         }
         handler?()
-        finish()
+        state.withLock { state in
+            guard !state.aborted else { return }
+            state.aborted = true
+            state.buffer = []
+            state.head = 0
+            let wake = state.finish() || state.parked
+            state.parked = false
+            if wake { state.resume?() }
+        }
     }
 
     /// The response was destroyed: if the stream had not finished, the client went away.

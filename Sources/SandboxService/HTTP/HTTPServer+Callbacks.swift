@@ -71,6 +71,7 @@ extension HTTPServer {
         case .bytes(let count): return count
         case .parked: return 0
         case .end: return -1  // MHD_CONTENT_READER_END_OF_STREAM
+        case .abort: return -2  // MHD_CONTENT_READER_END_WITH_ERROR: libmicrohttpd closes the connection
         }
     }
 
@@ -133,6 +134,7 @@ extension HTTPServer {
             if let error = context.bodyError ?? context.earlyFailure, !context.dispatched {
                 // Refused from the head alone (too large, not authenticated): answer before reading the body.
                 context.dispatched = true
+                connectionReceivedBody(connection)
                 return queue(error.response, on: connection, for: context)
             }
             return .YES
@@ -141,10 +143,14 @@ extension HTTPServer {
         if uploadSize.pointee > 0 {
             context.consume(UnsafeRawBufferPointer(start: upload, count: uploadSize.pointee))
             uploadSize.pointee = 0
+            if let error = context.bodyError, !context.dispatched {
+                return refuseInBody(error, on: connection, for: context)
+            }
             return .YES
         }
         if !context.dispatched {
             context.dispatched = true
+            connectionReceivedBody(connection)
             switch dispatch(context, connection: connection) {
             case .response(let response): return queue(response, on: connection, for: context)
             case .pending(let pending):
@@ -156,8 +162,54 @@ extension HTTPServer {
         }
         guard let pending = context.pending else { return .NO }
         let handle = ConnectionHandle(raw: connection)
-        guard let response = pending.takeOrPark(suspend: handle.suspend, resume: handle.resume) else { return .YES }
-        return queue(response, on: connection, for: context)
+        switch pending.takeOrPark(suspend: handle.suspend, resume: handle.resume) {
+        case .response(let response): return queue(response, on: connection, for: context)
+        case .parked: return .YES
+        case .abandon: return .NO  // libmicrohttpd closes the connection
+        }
+    }
+
+    /// Answers a request whose body failed halfway (over a limit, or its sink failed) without reading the rest.
+    ///
+    /// libmicrohttpd 0.9.75 takes a response only right after the request head or once the whole body is in
+    /// (`MHD_queue_response` accepts the HEADERS_PROCESSED and FULL_REQ_RECEIVED states only), so the answer could
+    /// only be queued after the body's end: a chunked body over the limit was read to its end (13 GB in a probe)
+    /// before its 413. Instead the answer, with `Connection: close`, is written to the socket here (libmicrohttpd
+    /// writes nothing on it while it receives a body), the socket is shut for writing, and the handler fails, so
+    /// libmicrohttpd closes the connection at once. The client reads the answer; what it sends after the limit
+    /// is bounded by the socket buffers and one read buffer.
+    private func refuseInBody(_ error: APIError, on connection: OpaquePointer, for context: RequestContext)
+        -> MHD_Result
+    {
+        context.dispatched = true
+        connectionReceivedBody(connection)
+        let response = error.response
+        context.status = response.status
+        let body: [UInt8]
+        if case .bytes(let bytes) = response.body { body = bytes } else { body = [] }
+        let reason = MHD_get_reason_phrase_for(UInt32(response.status)).map { String(cString: $0) } ?? ""
+        var head = "HTTP/1.1 \(response.status) \(reason)\r\n"
+        for (name, value) in response.headers { head += "\(name): \(value)\r\n" }
+        head += "X-Request-Id: \(context.requestID)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        let socket = CMicroHTTPD_connection_fd(connection)
+        guard socket >= 0 else { return .NO }
+        var bytes = Array(head.utf8) + body
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes.withUnsafeMutableBytes {
+                send(socket, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+            if count > 0 {
+                sent += count
+            } else if count < 0 && errno == EINTR {
+                continue
+            } else {
+                break
+            }
+        }
+        bytes = []
+        shutdown(socket, Int32(SHUT_WR))
+        return .NO
     }
 
     private func begin(connection: OpaquePointer, url: String, method: String) -> RequestContext {
@@ -280,9 +332,12 @@ extension HTTPServer {
             MHD_add_response_header(created, name, value)
         }
         MHD_add_response_header(created, "X-Request-Id", context.requestID)
-        if case .file(_, _, let size) = response.body { context.fileBytes = size }
         let result = MHD_queue_response(connection, UInt32(response.status), created)
         MHD_destroy_response(created)
+        if result == .YES, case .file(let fd, let offset, let size) = response.body {
+            context.fileBytes = size
+            registerDownload(context, file: fd, socket: CMicroHTTPD_connection_fd(connection), end: offset + size)
+        }
         return result
     }
 
@@ -292,6 +347,7 @@ extension HTTPServer {
             unregister(pending)
         }
         if let stream = context.stream { unregister(stream) }
+        if context.fileBytes > 0 { unregisterDownload(context) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - context.started.uptimeNanoseconds) / 1e9
         metrics.observe(route: context.routeLabel, method: context.method, status: context.status, seconds: seconds)
         if context.bytesReceived > 0 && context.bodyMode.isStreamed { metrics.addUploaded(context.bytesReceived) }

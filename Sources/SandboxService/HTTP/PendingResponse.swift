@@ -12,6 +12,17 @@ public final class PendingResponse: Sendable {
         var resume: (@Sendable () -> Void)?
         var onClientGone: (@Sendable () -> Void)?
         var taken = false
+        /// The client went away: the request is to be dropped without an answer.
+        var abandoned = false
+    }
+
+    /// What the polling thread does with the request.
+    enum Take {
+        case response(HTTPResponse)
+        /// Not ready: the connection was suspended.
+        case parked
+        /// The client went away: close the connection.
+        case abandon
     }
 
     private let state = Mutex(State())
@@ -25,7 +36,7 @@ public final class PendingResponse: Sendable {
     /// Delivers the response; later calls are ignored.
     public func complete(_ response: HTTPResponse) {
         let resume = state.withLock { state -> (@Sendable () -> Void)? in
-            guard state.response == nil, !state.taken else { return nil }
+            guard state.response == nil, !state.taken, !state.abandoned else { return nil }
             state.response = response
             guard state.parked else { return nil }
             state.parked = false
@@ -41,28 +52,38 @@ public final class PendingResponse: Sendable {
         state.withLock { $0.onClientGone = handler }
     }
 
-    /// Polling thread: the response if ready, otherwise suspends the connection (via `suspend`) and returns nil.
-    func takeOrPark(suspend: () -> Void, resume: @escaping @Sendable () -> Void) -> HTTPResponse? {
+    /// Polling thread: the response if ready, otherwise suspends the connection (via `suspend`) and parks; or, once
+    /// the client went away, abandon.
+    func takeOrPark(suspend: () -> Void, resume: @escaping @Sendable () -> Void) -> Take {
         state.withLock { state in
+            if state.abandoned { return .abandon }
             if let response = state.response {
                 state.response = nil
                 state.taken = true
-                return response
+                return .response(response)
             }
             state.resume = resume
             state.parked = true
             suspend()
-            return nil
+            return .parked
         }
     }
 
-    /// The client went away while the response was being waited for.
+    /// The client went away while the response was being waited for: tells the handler, then resumes the
+    /// connection so that the polling thread drops it (a suspended connection would otherwise stay open, and its
+    /// socket in CLOSE-WAIT, until the response came, which for a wait on a long-running process is never).
     func clientGone() {
-        let handler = state.withLock { state -> (@Sendable () -> Void)? in
+        let (handler, resume) = state.withLock { state -> ((@Sendable () -> Void)?, (@Sendable () -> Void)?) in
             defer { state.onClientGone = nil }
-            return state.onClientGone
+            guard !state.taken, !state.abandoned else { return (nil, nil) }
+            state.abandoned = true
+            state.response = nil
+            let resume = state.parked ? state.resume : nil
+            state.parked = false
+            return (state.onClientGone, resume)
         }
         handler?()
+        resume?()
     }
 
     /// The request ended; if no response was sent, the client went away.
