@@ -220,9 +220,42 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
         connection.stream.responseReleased()
         #expect(calls.value == 1)
         #expect(connection.stream.isFinished)
-        // Finishing resumed the parked connection, so libmicrohttpd can close it.
+        // The parked connection was resumed, and its reader aborts, so libmicrohttpd closes it at once.
         #expect(connection.counts == .init(suspends: 1, resumes: 1))
         #expect(connection.misuses.isEmpty)
+        #expect(connection.read().result == .abort)
+    }
+
+    @Test func clientGoneDropsWhatIsQueued() {
+        let connection = FakeConnection()
+        connection.stream.send(event: "stdout", data: "never read")
+        connection.stream.clientGone()
+        #expect(connection.read().result == .abort)
+        #expect(connection.counts == .init(suspends: 0, resumes: 0))
+    }
+
+    @Test func anAbandonedPendingResponseResumesItsConnectionToBeDropped() {
+        let pending = PendingResponse()
+        let calls = Counter()
+        let resumes = Counter()
+        pending.onClientGone { calls.increment() }
+        guard case .parked = pending.takeOrPark(suspend: {}, resume: { resumes.increment() }) else {
+            Issue.record("a response that is not ready parks")
+            return
+        }
+        pending.clientGone()
+        pending.clientGone()
+        #expect(calls.value == 1)
+        #expect(resumes.value == 1)
+        guard case .abandon = pending.takeOrPark(suspend: {}, resume: {}) else {
+            Issue.record("after the client left, the request is dropped")
+            return
+        }
+        // A late completion neither resumes again nor answers.
+        pending.complete(HTTPResponse(status: 200, body: .bytes([])))
+        #expect(resumes.value == 1)
+        pending.requestEnded()
+        #expect(calls.value == 1)
     }
 
     @Test func responseReleasedBeforeFinishCallsTheHandlerOnce() {

@@ -185,41 +185,95 @@ private final class ManualClock: Sendable {
 
     // MARK: slow clients
 
-    @Test func aClientThatFallsBehindIsCutOffWithAnError() throws {
-        let process = makeProcess()
-        let stream = EventStream()  // never read: the client does not read at all
-        let subscriber = EventSubscriber(stream: stream, encoding: .text, maxBacklog: 256 << 10)
-        stream.setFlowControl(pause: subscriber.fellBehind, resume: subscriber.caughtUp)
-        // A replay larger than the backlog does not count against the client.
-        for _ in 0..<20 { process.receive(.stdout([UInt8](repeating: 0x78, count: 64 << 10))) }
-        #expect(try process.subscribe(after: nil, subscriber.deliver) != nil)
-        #expect(!stream.isFinished)
-        for _ in 0..<3 { process.receive(.stdout([UInt8](repeating: 0x79, count: 64 << 10))) }
-        #expect(!stream.isFinished)
-        // This one takes the live backlog past 256 KiB: it is sent, then the error, then nothing.
-        process.receive(.stdout([UInt8](repeating: 0x7A, count: 64 << 10)))
-        #expect(stream.isFinished)
-        process.receive(.stdout([UInt8](repeating: 0x77, count: 64 << 10)))
-        let text = String(decoding: drain(stream), as: UTF8.self)
-        #expect(
-            text.hasSuffix(
-                "event: error\ndata: {\"code\":\"RESOURCE_EXHAUSTED\",\"message\":\"the client fell more than 262144 bytes behind the output; reconnect with Last-Event-ID\"}\n\n"
-            ))
-        #expect(text.contains("zzz") && !text.contains("www"))
+    /// A subscriber that reads the process's events by position, and its stream.
+    private func follow(_ process: ManagedProcess, encoding: EventSubscriber.Encoding = .text, after: UInt64? = nil)
+        throws -> EventStream
+    {
+        let subscriber = EventSubscriber(process: process, encoding: encoding)
+        let stream = EventStream(holdsShutdown: false, source: subscriber)
+        stream.attach(suspend: {}, resume: {})
+        let start = try process.follow(after: after) { [weak stream] in stream?.wake() }
+        subscriber.begin(after: start.start, token: start.token)
+        if let missed = start.missed { stream.write(EventSubscriber.comment(missed: missed)) }
+        return stream
     }
 
-    @Test func aClientThatCatchesUpIsNotCutOff() throws {
-        let process = makeProcess()
-        let stream = EventStream()
-        stream.attach(suspend: {}, resume: {})
-        let subscriber = EventSubscriber(stream: stream, encoding: .base64, maxBacklog: 256 << 10)
-        stream.setFlowControl(pause: subscriber.fellBehind, resume: subscriber.caughtUp)
-        _ = try process.subscribe(after: nil, subscriber.deliver)
+    @Test func aClientThatFallsBehindTheReplayBufferIsCutOffWithAnError() throws {
+        let process = makeProcess(outputLimit: 256 << 10)
+        let stream = try follow(process)
+        process.receive(.stdout([UInt8](repeating: 0x78, count: 64 << 10)))
+        // The client reads one piece of the first event, then stops while the process writes on.
+        var buffer = [UInt8](repeating: 0, count: 1000)
+        _ = buffer.withUnsafeMutableBytes { stream.read(into: $0) }
+        for _ in 0..<8 { process.receive(.stdout([UInt8](repeating: 0x79, count: 64 << 10))) }
+        let text = String(decoding: drain(stream), as: UTF8.self)
+        // The event it was in the middle of is finished, then the error, then the stream ends.
+        #expect(text.hasPrefix(String(repeating: "x", count: 900 - "event: stdout\nid: 1\ndata: \"".count)))
+        #expect(!text.contains("yyy"))
+        #expect(
+            text.hasSuffix(
+                "\"\n\nevent: error\ndata: {\"code\":\"RESOURCE_EXHAUSTED\",\"message\":\"the client fell more than the 262144 bytes of output kept for replay behind; reconnect with Last-Event-ID\"}\n\n"
+            ))
+        var end = [UInt8](repeating: 0, count: 16)
+        #expect(end.withUnsafeMutableBytes { stream.read(into: $0) } == .end)
+    }
+
+    @Test func aClientThatKeepsUpIsNeverCutOff() throws {
+        let process = makeProcess(outputLimit: 256 << 10)
+        let stream = try follow(process, encoding: .base64)
+        var total = 0
         for _ in 0..<100 {
             process.receive(.stdout([UInt8](repeating: 0, count: 64 << 10)))
-            _ = drain(stream)
+            total += drain(stream).count
         }
-        #expect(!stream.isFinished)
+        process.receive(.exit(Termination(exitCode: 0)))
+        let tail = String(decoding: drain(stream), as: UTF8.self)
+        #expect(tail.hasPrefix("event: exit\nid: 101\n"))
+        #expect(total > 100 * (64 << 10) * 4 / 3)
+    }
+
+    /// Written piece by piece into buffers of any size, the frames are exactly what encoding each event whole gives.
+    @Test(arguments: [1, 2, 3, 5, 7, 16, 1000, 64 << 10])
+    func framesWrittenInPiecesEqualWholeFrames(bufferSize: Int) throws {
+        let chunks: [[UInt8]] = [
+            Array("plain \"quoted\" back\\slash\ttab\r\n".utf8), [0x00, 0x01, 0x1B, 0x7F, 0x1F],
+            Array("héllo 😀".utf8).dropLast(2).map { $0 }, Array("😀".utf8).suffix(2).map { $0 } + [0x41],
+            [0xFF, 0xC3, 0x28, 0xE2, 0x82], [0x41, 0xED, 0xA0, 0x80, 0x42], [0xF0, 0x9F], [],
+        ]
+        for encoding in [EventSubscriber.Encoding.text, .base64] {
+            let process = makeProcess()
+            let stream = try follow(process, encoding: encoding)
+            var expected: [UInt8] = []
+            for (index, chunk) in chunks.enumerated() {
+                let channel: OutputChannel = index % 3 == 2 ? .stderr : .stdout
+                process.receive(channel == .stdout ? .stdout(chunk) : .stderr(chunk))
+            }
+            process.receive(.exit(Termination(exitCode: 3)))
+            // The oracle: each kept event encoded whole, as a JSON string of its text or its base64.
+            var log = OutputLog(limit: 1 << 20)
+            for (index, chunk) in chunks.enumerated() {
+                let event = log.append(chunk, from: index % 3 == 2 ? .stderr : .stdout)
+                expected += Self.wholeFrame(event, encoding)
+            }
+            for event in log.flush() { expected += Self.wholeFrame(event, encoding) }
+            let exitID = log.nextID()
+            expected += EventSubscriber.frame(
+                event: "exit", id: exitID, data: EventSubscriber.exitData(Termination(exitCode: 3)).encoded())
+            var got: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: bufferSize)
+            while case .bytes(let count) = buffer.withUnsafeMutableBytes({ stream.read(into: $0) }) {
+                got += buffer[..<count]
+            }
+            #expect(String(decoding: got, as: UTF8.self) == String(decoding: expected, as: UTF8.self))
+            #expect(got == expected)
+        }
+    }
+
+    private static func wholeFrame(_ event: OutputLog.Event, _ encoding: EventSubscriber.Encoding) -> [UInt8] {
+        let text = encoding == .text ? event.text : Data(event.bytes).base64EncodedString()
+        guard !text.isEmpty else { return [] }
+        return EventSubscriber.frame(
+            event: event.channel.rawValue, id: event.id, data: JSONValue.string(text).encoded())
     }
 
     // MARK: the table

@@ -1,6 +1,22 @@
 import Dispatch
 import Synchronization
 
+/// What an `EventSource` produced for one read.
+enum EventSourceResult: Equatable {
+    case bytes(Int)
+    /// Nothing now; the source's producer calls the stream's `wake()` when there is.
+    case waiting
+    case end
+}
+
+/// The body of an event stream produced on demand, as libmicrohttpd asks for bytes, instead of queued by a producer:
+/// any number of clients can then follow one producer without a copy each.
+protocol EventSource: AnyObject, Sendable {
+    /// Polling thread: writes up to `destination.count` bytes. `midFrame` says whether a frame was left incomplete
+    /// (the stream's own queued bytes, such as a keep-alive comment, must wait for its end).
+    func fill(_ destination: UnsafeMutableRawBufferPointer) -> (result: EventSourceResult, midFrame: Bool)
+}
+
 /// A Server-Sent Events body written by a producer thread and read by libmicrohttpd's content reader.
 ///
 /// With an internal polling thread, a content reader that returns 0 spins, so when nothing is buffered the reader
@@ -25,6 +41,11 @@ public final class EventStream: Sendable {
         /// The client went away; nothing more is sent.
         var aborted = false
         var parked = false
+        /// Counts `wake()` calls, so a reader that found its source empty does not park past a wake.
+        var generation: UInt64 = 0
+        /// The source left a frame incomplete.
+        var sourceMidFrame = false
+        var sourceEnded = false
         var lastWrite = DispatchTime.now()
         var suspend: (@Sendable () -> Void)?
         var resume: (@Sendable () -> Void)?
@@ -81,6 +102,8 @@ public final class EventStream: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Produces the body on demand; nil for a stream whose producer queues everything with `write`.
+    private let source: (any EventSource)?
     /// Whether a graceful shutdown waits for this stream to end. False for streams that follow something meant to
     /// outlive requests (a background process's events).
     public let holdsShutdown: Bool
@@ -91,6 +114,26 @@ public final class EventStream: Sendable {
 
     public init(holdsShutdown: Bool = true) {
         self.holdsShutdown = holdsShutdown
+        source = nil
+    }
+
+    /// A stream whose body `source` produces as it is read; `write` still queues bytes (comments) between its frames.
+    init(holdsShutdown: Bool, source: any EventSource) {
+        self.holdsShutdown = holdsShutdown
+        self.source = source
+    }
+
+    /// The source has something new: resumes the connection if the reader parked. Called for every event of a busy
+    /// producer, so it does no more than that (a stream that is not parked is not silent either: its reader is
+    /// behind).
+    func wake() {
+        state.withLock { state in
+            state.generation &+= 1
+            guard state.parked else { return }
+            state.parked = false
+            state.lastWrite = .now()
+            state.resume?()
+        }
     }
 
     /// Lets the stream pause its producer while the client is slow (backpressure) and resume it once drained.
@@ -110,8 +153,10 @@ public final class EventStream: Sendable {
         write(Self.frame(event: event, data: data))
     }
 
-    /// Queues a comment line, which clients ignore; used as a keep-alive.
+    /// Queues a comment line, which clients ignore; used as a keep-alive, so nothing is queued while bytes are still
+    /// waiting to be sent (a client that does not read gets no pile of keep-alives).
     public func sendComment(_ text: String) {
+        guard state.withLock({ $0.pending == 0 }) else { return }
         write(Array(": \(text)\n\n".utf8))
     }
 
@@ -149,6 +194,41 @@ public final class EventStream: Sendable {
 
     /// The content reader: runs on the connection's polling thread.
     func read(into destination: UnsafeMutableRawBufferPointer) -> ReadResult {
+        guard let source else { return readQueued(into: destination) }
+        while true {
+            // The source is called without the stream's lock: it takes its producer's lock, under which the
+            // producer calls `wake()`.
+            let generation = state.withLock { state -> UInt64? in
+                if state.aborted || state.sourceEnded || (state.pending > 0 && !state.sourceMidFrame) { return nil }
+                return state.generation
+            }
+            guard let generation else { return readQueued(into: destination) }
+            let (result, midFrame) = source.fill(destination)
+            switch result {
+            case .bytes(let count):
+                state.withLock {
+                    $0.sourceMidFrame = midFrame
+                    $0.lastWrite = .now()
+                }
+                return .bytes(count)
+            case .end:
+                state.withLock { state in
+                    state.sourceEnded = true
+                    state.finished = true
+                }
+            case .waiting:
+                let parked = state.withLock { state -> Bool in
+                    guard state.generation == generation, !state.aborted, state.pending == 0 else { return false }
+                    state.parked = true
+                    state.suspend?()
+                    return true
+                }
+                if parked { return .parked }
+            }
+        }
+    }
+
+    private func readQueued(into destination: UnsafeMutableRawBufferPointer) -> ReadResult {
         let (result, resume) = state.withLock { state -> (ReadResult, (@Sendable () -> Void)?) in
             let result = state.read(into: destination)
             if result == .parked { state.suspend?() }

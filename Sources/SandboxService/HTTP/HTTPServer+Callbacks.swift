@@ -291,6 +291,9 @@ extension HTTPServer {
         }
     }
 
+    /// Send buffer of an event stream's socket (the kernel doubles it): enough for a fast reader on any link.
+    static let streamSendBuffer = 256 * 1024
+
     private func queue(_ response: HTTPResponse, on connection: OpaquePointer, for context: RequestContext)
         -> MHD_Result
     {
@@ -324,7 +327,12 @@ extension HTTPServer {
                 Unmanaged<EventStream>.fromOpaque(retained).release()
             } else {
                 context.stream = stream
-                register(stream, socket: CMicroHTTPD_connection_fd(connection))
+                let socket = CMicroHTTPD_connection_fd(connection)
+                // Linux grows a socket's send buffer up to 4 MiB (`tcp_wmem`): kernel memory, and for an event
+                // stream as many bytes produced ahead for a client that may never read them. A stream needs little.
+                var sendBuffer = Int32(Self.streamSendBuffer)
+                setsockopt(socket, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size))
+                register(stream, socket: socket)
             }
         }
         guard let created else { return .NO }

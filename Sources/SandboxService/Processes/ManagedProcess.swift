@@ -179,6 +179,59 @@ public final class ManagedProcess: Sendable {
         }
     }
 
+    /// What follows event `lastSent` for a client that reads the events by position.
+    enum Next: Sendable {
+        case output(OutputLog.Event)
+        /// The next event is no longer kept: the client fell behind the replay buffer.
+        case dropped
+        case exit(id: UInt64, Termination)
+        /// Nothing more: the client has the exit.
+        case end
+        /// Nothing yet: the client's `wake` is called when there is.
+        case waiting
+    }
+
+    /// Bytes of output kept for replay.
+    var replayLimit: Int { state.withLock { $0.log.limit } }
+
+    /// Registers a client that reads the events by position (`next(after:)`) instead of being handed copies:
+    /// `wake` is called (under the process's lock: it must only signal) whenever an event is added. Returns the
+    /// position to start from (the last event the client has, or the last dropped one), the events it asked for
+    /// that are no longer kept, and a token for `unsubscribe`; the token is nil once the process has exited (every
+    /// event is then already there).
+    func follow(after lastSeen: UInt64?, wake: @escaping @Sendable () -> Void) throws(UnknownEventID) -> (
+        start: UInt64, missed: ClosedRange<UInt64>?, token: UInt64?
+    ) {
+        try state.withLock { (state) throws(UnknownEventID) in
+            let lastSeen = lastSeen ?? 0
+            guard lastSeen <= state.log.lastID else { throw UnknownEventID(newest: state.log.lastID) }
+            let dropped = state.log.droppedThrough
+            let missed = lastSeen < dropped ? (lastSeen + 1)...dropped : nil
+            let start = max(lastSeen, dropped)
+            guard state.exit == nil else { return (start, missed, nil) }
+            state.nextToken += 1
+            state.subscribers[state.nextToken] = { _, _ in
+                wake()
+                return true
+            }
+            return (start, missed, state.nextToken)
+        }
+    }
+
+    /// The event after `lastSent`, for a client registered with `follow`.
+    func next(after lastSent: UInt64) -> Next {
+        state.withLock { state in
+            let id = lastSent + 1
+            if let exit = state.exit, id >= exit.id {
+                return id == exit.id ? .exit(id: exit.id, exit.termination) : .end
+            }
+            if id <= state.log.droppedThrough { return .dropped }
+            guard id <= state.log.lastID else { return .waiting }
+            guard let event = state.log.event(id) else { return .dropped }
+            return .output(event)
+        }
+    }
+
     public func unsubscribe(_ token: UInt64) {
         _ = state.withLock { $0.subscribers.removeValue(forKey: token) }
     }

@@ -91,6 +91,14 @@ struct OutputLog: Sendable {
         return lastID
     }
 
+    /// The kept event with this id; nil if it was dropped or does not exist (yet).
+    func event(_ id: UInt64) -> Event? {
+        guard let first = events[head...].first?.id, id >= first, id - first < UInt64(events.count - head) else {
+            return nil
+        }
+        return events[head + Int(id - first)]
+    }
+
     /// The events after `lastSeen` (0: from the start), and which of those are gone.
     func replay(after lastSeen: UInt64) -> Replay {
         let missed = lastSeen < droppedThrough ? (lastSeen + 1)...droppedThrough : nil

@@ -65,10 +65,12 @@ def leak_report(srv, baseline_fds: int) -> str:
             f"temp files {temp_files(srv.root)}")
 
 
-def start_process(srv, argv: list[str]) -> str:
-    resp = requests.post(srv.base_url + "/v1/processes", json={"command": argv}, timeout=10)
+def start_process(srv, argv: list[str], **fields) -> str:
+    resp = requests.post(srv.base_url + "/v1/processes", json={"command": argv, **fields}, timeout=10)
     assert resp.status_code == 201, resp.text
-    return resp.json()["id"]
+    process = resp.json()["id"]
+    resp.close()  # the response holds the client socket open, which would count as a connection of the server
+    return process
 
 
 def quiet_baseline(srv) -> int:
@@ -336,3 +338,39 @@ def test_download_of_a_file_that_shrinks_ends_the_connection(start_server, path)
     conn.close()
     assert poll(lambda: settled(srv, baseline), 2), leak_report(srv, baseline)
     assert_healthy(srv)
+
+
+# ==========================================================================
+# event subscribers that do not read
+
+
+@pytest.mark.deadline(120)
+def test_hundred_subscribers_that_do_not_read_keep_server_memory_bounded(start_server):
+    """Control bytes (×6 once JSON-escaped) at full speed to 100 clients that never read: memory stays flat."""
+    from .support import status_kib
+
+    srv = start_server()
+    rss_before = status_kib(srv.pid, "VmRSS")
+    process = start_process(srv, ["sh", "-c", "head -c 2097152 /dev/zero; exec cat /dev/zero"], timeout=6)
+    # After the first process: the command runner's descriptors (epoll, signalfd, ...) are made once, then.
+    baseline = quiet_baseline(srv)
+    conns = []
+    for _ in range(100):
+        conn = RawConn(srv, rcvbuf=4096)
+        conn.send(request_bytes("GET", f"/v1/processes/{process}/events"))
+        conns.append(conn)
+    slowest_get = 0.0
+    while requests.get(f"{srv.base_url}/v1/processes/{process}", timeout=10).json()["status"] == "running":
+        started = time.monotonic()
+        assert requests.get(srv.base_url + "/", timeout=5).status_code == 200
+        slowest_get = max(slowest_get, time.monotonic() - started)
+        time.sleep(0.2)  # a sampling interval, not synchronisation
+    peak_kib = status_kib(srv.pid, "VmHWM")
+    record_figures("idle_subscribers_100", {"rss_before_kib": rss_before, "peak_kib": peak_kib,
+                                            "slowest_get_root_s": round(slowest_get, 3)})
+    assert peak_kib - rss_before < 64 * 1024, f"server memory grew by {(peak_kib - rss_before) // 1024} MiB"
+    # Generous: the debug build on a shared 2-core machine; the old code took minutes and died of memory.
+    assert slowest_get < 3.0, f"GET / took {slowest_get:.2f}s while 100 subscribers were stalled"
+    for conn in conns:
+        conn.close()
+    assert poll(lambda: settled(srv, baseline), 3), leak_report(srv, baseline)
