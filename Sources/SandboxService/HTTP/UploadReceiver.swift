@@ -11,6 +11,8 @@ final class UploadReceiver {
     private var error: APIError?
     /// Set once the chosen part ended (another part started); later parts of the same name are ignored.
     private var partClosed = false
+    /// Bytes of the file part written so far.
+    private var written = 0
     /// The post processor stopped after the file part was complete (an epilogue after the closing boundary makes
     /// libmicrohttpd fail); the rest of the body is ignored.
     private var stopped = false
@@ -68,19 +70,33 @@ final class UploadReceiver {
         return .stored(filename: filename)
     }
 
+    /// One call of the post processor's iterator.
+    ///
+    /// libmicrohttpd calls it at least once per part (with no data if none is there yet) and then with each piece
+    /// of the part's data at `offset`, the bytes already given; a call with no data comes only first in a part. So a
+    /// part whose first piece came empty continues at offset 0, and offset 0 means a new part only once the file
+    /// part has bytes. Parts named `field` that carry no bytes are passed over for a later one (whose filename
+    /// then wins): whichever way the body is split into reads, the same bytes are stored.
     private func receive(key: String, filename: String?, data: UnsafeRawBufferPointer, offset: UInt64) -> MHD_Result {
         guard key == field, let filename else {
-            if sink != nil { partClosed = true }
+            if written > 0 { partClosed = true }
             return .YES
         }
-        if sink != nil && (offset == 0 || filename != self.filename) { partClosed = true }
+        if written > 0 && (offset == 0 || offset != UInt64(written)) { partClosed = true }
         if partClosed { return .YES }
         do {
+            if sink != nil, written == 0, filename != self.filename {
+                sink?.abort()
+                sink = nil
+            }
             if sink == nil {
                 sink = try open(filename)
                 self.filename = filename
             }
-            if !data.isEmpty { try sink?.write(data) }
+            if !data.isEmpty {
+                try sink?.write(data)
+                written += data.count
+            }
             return .YES
         } catch {
             self.error = error

@@ -374,3 +374,51 @@ def test_hundred_subscribers_that_do_not_read_keep_server_memory_bounded(start_s
     for conn in conns:
         conn.close()
     assert poll(lambda: settled(srv, baseline), 3), leak_report(srv, baseline)
+
+
+# ==========================================================================
+# an upload split anywhere stores the same bytes
+
+
+def _chunked(pieces: list[bytes]) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces if piece) + b"0\r\n\r\n"
+
+
+@pytest.mark.deadline(120)
+def test_an_upload_split_at_every_point_stores_the_same_bytes(server):
+    """Each chunk of a chunked body reaches the multipart parser as its own piece, so every split point is tried."""
+    content = b"first line\r\n--not-a-boundary\r\n\r\n\x00\xff tail \xe2\x82\xac"
+    body, ctype = multipart_body("split/one.bin", content)
+    head = request_bytes("POST", "/upload", b"", {"Content-Type": ctype, "Transfer-Encoding": "chunked"},
+                         content_length=False)
+    wrong = []
+    with RawConn(server) as conn:
+        for split in range(1, len(body)):
+            conn.send(head + _chunked([body[:split], body[split:]]))
+            resp = conn.read_final_response(10)
+            stored = (server.root / "split/one.bin").read_bytes() if resp.status == 200 else None
+            if stored != content:
+                wrong.append((split, resp.status, stored))
+    assert not wrong, f"{len(wrong)} of {len(body) - 1} split points stored other bytes, e.g. {wrong[:3]}"
+
+
+@pytest.mark.deadline(60)
+@pytest.mark.parametrize("chunking", ["bytes", "threes", "sevens", "tcp-writes"])
+def test_an_upload_in_tiny_pieces_stores_the_same_bytes(server, chunking):
+    content = bytes(range(256)) * 4 + b"\r\n--reliabilityboundar"
+    body, ctype = multipart_body("split/tiny.bin", content)
+    with RawConn(server) as conn:
+        if chunking == "tcp-writes":
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.send(request_bytes("POST", "/upload", b"", {"Content-Type": ctype,
+                                                             "Content-Length": str(len(body))}, content_length=False))
+            for index in range(0, len(body), 5):
+                conn.send(body[index:index + 5])
+        else:
+            size = {"bytes": 1, "threes": 3, "sevens": 7}[chunking]
+            conn.send(request_bytes("POST", "/upload", b"", {"Content-Type": ctype, "Transfer-Encoding": "chunked"},
+                                    content_length=False)
+                      + _chunked([body[i:i + size] for i in range(0, len(body), size)]))
+        resp = conn.read_final_response(10)
+    assert resp.status == 200, resp
+    assert (server.root / "split/tiny.bin").read_bytes() == content
