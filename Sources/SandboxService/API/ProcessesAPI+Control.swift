@@ -76,7 +76,7 @@ extension ProcessesAPI {
     func wait(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
         var seconds = 30.0
         if let text = request.query["timeout"] {
-            guard let value = Double(text), value.isFinite, value >= 0 else {
+            guard let value = Self.decimal(text, fraction: true) else {
                 return .failure(Self.invalid("timeout \"\(text)\" must be a number of seconds, 0 or more"))
             }
             seconds = min(value, 3600)
@@ -97,6 +97,16 @@ extension ProcessesAPI {
             pending.complete(.json(Self.json(process.snapshot)))
         }
         return .pending(pending)
+    }
+
+    /// A number written plainly: decimal digits, and with `fraction` a `.` and more digits. No sign, exponent,
+    /// hexadecimal, `inf`/`nan` or whitespace, which `Double(_:)` and `UInt64(_:)` would take.
+    static func decimal(_ text: String, fraction: Bool) -> Double? {
+        let parts = text.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1, omittingEmptySubsequences: false)
+        guard let whole = parts.first, !whole.isEmpty, parts.count == 1 || (fraction && !parts[1].isEmpty),
+            parts.allSatisfy({ $0.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } })
+        else { return nil }
+        return Double(text)
     }
 
     /// The one place where control errors become HTTP answers.

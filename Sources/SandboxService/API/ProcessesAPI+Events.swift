@@ -16,7 +16,7 @@ extension ProcessesAPI {
         let text = (request.headers["last-event-id"] ?? request.query["last_event_id"] ?? "")
             .trimmingWhitespace()
         if !text.isEmpty {
-            guard let id = UInt64(text) else {
+            guard Self.decimal(text, fraction: false) != nil, let id = UInt64(text) else {
                 return .failure(Self.invalid("Last-Event-ID \"\(text)\" must be an event id of this process"))
             }
             lastSeen = id

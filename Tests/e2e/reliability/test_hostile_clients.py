@@ -422,3 +422,27 @@ def test_an_upload_in_tiny_pieces_stores_the_same_bytes(server, chunking):
         resp = conn.read_final_response(10)
     assert resp.status == 200, resp
     assert (server.root / "split/tiny.bin").read_bytes() == content
+
+
+# ==========================================================================
+# numbers in queries are plain decimals
+
+
+@pytest.mark.deadline(60)
+def test_numeric_query_parameters_are_parsed_strictly(server):
+    process = start_process(server, ["true"])
+    assert poll(lambda: requests.get(f"{server.base_url}/v1/processes/{process}", timeout=5)
+                .json()["status"] == "exited", 10)
+    for bad in ["0x10", "inf", "nan", "-1", "+1", "%201", "1%20", "1e3", "1.", ".5", "", "1.5.2", "１"]:
+        with RawConn(server) as conn:
+            conn.send(request_bytes("GET", f"/v1/processes/{process}/wait?timeout={bad}"))
+            resp = conn.read_final_response(10)
+        assert resp.status == 400 and resp.json()["code"] == "INVALID_ARGUMENT", (bad, resp)
+    for good in ["0", "1.5", "10", "007"]:
+        resp = requests.get(f"{server.base_url}/v1/processes/{process}/wait", params={"timeout": good}, timeout=10)
+        assert resp.status_code == 200, (good, resp.text)
+    for bad in ["+1", "0x1", "1.0", "-0", "1e0"]:
+        resp = requests.get(f"{server.base_url}/v1/processes/{process}/events", params={"last_event_id": bad},
+                            timeout=10)
+        assert resp.status_code == 400, (bad, resp.text)
+    requests.delete(f"{server.base_url}/v1/processes/{process}", timeout=5)
