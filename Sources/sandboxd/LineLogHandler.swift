@@ -44,12 +44,19 @@ struct LineLogHandler: LogHandler {
             bytes.append(0x20)
             bytes += label.utf8
             bytes += ": ".utf8
-            bytes += message.description.utf8
+            Self.appendEscaped(message.description, to: &bytes)
             for (key, value) in fields {
                 bytes.append(0x20)
-                bytes += key.utf8
+                Self.appendEscaped(key, to: &bytes)
                 bytes.append(UInt8(ascii: "="))
-                bytes += value.description.utf8
+                let text = value.description
+                // A value with a space, quote or `=` (or none at all) is quoted, so it cannot pass for more fields.
+                let quoted =
+                    text.isEmpty
+                    || text.utf8.contains { $0 == 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "=") }
+                if quoted { bytes.append(UInt8(ascii: "\"")) }
+                Self.appendEscaped(text, to: &bytes, quotes: quoted)
+                if quoted { bytes.append(UInt8(ascii: "\"")) }
             }
             bytes.append(0x0A)
         case .json:
@@ -58,10 +65,59 @@ struct LineLogHandler: LogHandler {
                 ("message", .string(message.description)),
             ]
             members += fields.map { ($0.key, .string($0.value.description)) }
-            bytes = JSONValue.object(members).encoded()
+            bytes = Self.escapingLineBreaks(JSONValue.object(members).encoded())
             bytes.append(0x0A)
         }
         LogOutput.standardError.write(bytes, immediately: level >= .warning)
+    }
+
+    /// Appends `text` to a text-format line so that it stays on that line and cannot be taken for another record:
+    /// backslashes are doubled, CR, LF and tab become `\r`, `\n`, `\t`, other control characters (C0, DEL) `\xHH`,
+    /// and the C1 controls and Unicode's line and paragraph separators `\u{HHHH}`; with `quotes`, `"` becomes `\"`.
+    /// Values reach log lines from clients (request paths, libmicrohttpd's messages about their requests), so every
+    /// one goes through here.
+    static func appendEscaped(_ text: String, to bytes: inout [UInt8], quotes: Bool = false) {
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x5C: bytes += Array("\\\\".utf8)
+            case 0x22 where quotes: bytes += Array("\\\"".utf8)
+            case 0x0A: bytes += Array("\\n".utf8)
+            case 0x0D: bytes += Array("\\r".utf8)
+            case 0x09: bytes += Array("\\t".utf8)
+            case 0..<0x20, 0x7F: bytes += Array("\\x".utf8) + hex(scalar.value, digits: 2)
+            case 0x80...0x9F, 0x2028, 0x2029: bytes += Array("\\u{".utf8) + hex(scalar.value, digits: 4) + [0x7D]
+            default: bytes += String(scalar).utf8
+            }
+        }
+    }
+
+    /// JSON allows DEL, the C1 controls and U+2028/U+2029 raw inside strings, but many line readers (Python's
+    /// `splitlines`, JavaScript before ES2019) break lines at some of them: a JSON line gets them as `\uHHHH`.
+    static func escapingLineBreaks(_ json: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(json.count)
+        var index = 0
+        while index < json.count {
+            let byte = json[index]
+            if byte == 0x7F {
+                out += Array("\\u007f".utf8)
+            } else if byte == 0xC2, index + 1 < json.count, (0x80...0x9F).contains(json[index + 1]) {
+                out += Array("\\u00".utf8) + hex(UInt32(json[index + 1]), digits: 2)
+                index += 1
+            } else if byte == 0xE2, index + 2 < json.count, json[index + 1] == 0x80, json[index + 2] & 0xFE == 0xA8 {
+                out += Array("\\u202".utf8) + [json[index + 2] == 0xA8 ? UInt8(ascii: "8") : UInt8(ascii: "9")]
+                index += 2
+            } else {
+                out.append(byte)
+            }
+            index += 1
+        }
+        return out
+    }
+
+    private static func hex(_ value: UInt32, digits: Int) -> [UInt8] {
+        let text = String(value, radix: 16)
+        return Array((String(repeating: "0", count: max(0, digits - text.count)) + text).utf8)
     }
 
     /// `2026-11-28T13:00:43.402Z`.

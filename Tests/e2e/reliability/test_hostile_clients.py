@@ -7,8 +7,10 @@ temporary upload files) against a bounded deadline; nothing sleeps to synchronis
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import re
 import select
 import socket
 import struct
@@ -446,3 +448,40 @@ def test_numeric_query_parameters_are_parsed_strictly(server):
                             timeout=10)
         assert resp.status_code == 400, (bad, resp.text)
     requests.delete(f"{server.base_url}/v1/processes/{process}", timeout=5)
+
+
+# ==========================================================================
+# one request, one log record
+
+
+@pytest.mark.deadline(60)
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_request_path_cannot_forge_log_records(start_server, log_format):
+    srv = start_server("--log-format", log_format, "--token", "secret-token")
+    forged = '{"level":"error","message":"forged"}'
+    paths = [
+        "/x%0a" + forged.replace('"', "%22"), "/x%0d%0a2026-01-01T00:00:00.000Z%20error%20sandboxd:%20forged",
+        "/q%22uote%5cback%5c%22slash", "/ctl%01%1b%7f%c2%85%e2%80%a8end", "/bad%ff%fe%c3utf8",
+        "/v1/files/a%0a" + forged.replace('"', "%22"),
+    ]
+    for path in paths:
+        before = len(srv.logs().splitlines())
+        with RawConn(srv) as conn:
+            conn.send(request_bytes("GET", path))
+            resp = conn.read_final_response(10)
+        request_id = resp.headers["x-request-id"]
+        assert srv.wait_for_log(request_id, 5), f"no log line for {path}"
+        lines = srv.logs().splitlines()[before:]
+        mine = [line for line in lines if request_id in line]
+        assert len(mine) == 1, f"{path}: {mine}"
+        for line in lines:  # every new line is a whole record of its own
+            if log_format == "json":
+                assert isinstance(json.loads(line), dict), line
+            else:
+                assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (info|warning|error|debug) sandboxd: ", line), line
+        if log_format == "json":
+            record = json.loads(mine[0])
+            assert record["request_id"] == request_id and record["level"] == "info", record
+        else:
+            assert all(ord(ch) >= 0x20 and ord(ch) != 0x7F and not 0x80 <= ord(ch) <= 0x9F
+                       and ch not in "\u2028\u2029" for ch in mine[0]), repr(mine[0])
