@@ -241,7 +241,9 @@ struct BinaryTests {
 
         let stream = try TestHTTPConnection(port: port)
         defer { stream.close() }
-        stream.send("POST", "/execute/stream", body: Array(#"{"command": "sh -c 'echo $$; sleep 300 & wait'"}"#.utf8))
+        stream.send(
+            "POST", "/execute/stream", headers: [("Content-Type", "application/json")],
+            body: Array(#"{"command": "sh -c 'echo $$; sleep 300 & wait'"}"#.utf8))
         #expect(try stream.readHead(deadline: Deadline(seconds: 10)).status == 200)
         let group = try #require(try stream.readEvent(deadline: Deadline(seconds: 10)).flatMap { pid_t($0.data) })
         defer { killGroup(group) }

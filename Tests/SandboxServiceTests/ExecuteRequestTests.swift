@@ -2,10 +2,14 @@ import Testing
 
 @testable import SandboxService
 
-/// The 422 that `body` is rejected with, or nil if it is accepted.
-private func rejection(_ body: String) -> APIError? {
-    do {
-        _ = try ExecuteRequest.decode(Array(body.utf8))
+/// The error that `body` is rejected with, or nil if it is accepted.
+private func rejection(_ body: String, contentType: String? = "application/json") -> APIError? {
+    rejection(bytes: Array(body.utf8), contentType: contentType)
+}
+
+private func rejection(bytes: [UInt8], contentType: String? = "application/json") -> APIError? {
+    do throws(APIError) {
+        _ = try ExecuteRequest.decode(bytes, contentType: contentType)
         return nil
     } catch {
         return error
@@ -19,7 +23,7 @@ private func issues(_ error: APIError?) -> [JSONValue] {
 }
 
 private func decode(_ body: String) throws -> ExecuteRequest {
-    try ExecuteRequest.decode(Array(body.utf8))
+    try ExecuteRequest.decode(Array(body.utf8), contentType: "application/json")
 }
 
 @Suite(.timeLimit(.minutes(1))) struct ExecuteRequestTests {
@@ -166,5 +170,103 @@ private func decode(_ body: String) throws -> ExecuteRequest {
         #expect(
             String(decoding: bytes, as: UTF8.self)
                 == #"{"detail":[{"type":"missing","loc":["body"],"msg":"Field required","input":null}]}"#)
+    }
+
+    // The cases below follow the reference's FastAPI as measured (Tests/e2e/execute_body_table.py).
+
+    @Test(arguments: [
+        "application/json", "APPLICATION/JSON", "application/json; charset=latin-1", "application/json;charset=utf-8",
+        " application/json ; charset=utf-8", "application/vnd.x+json", "application/+json", "Application/Problem+JSON",
+    ])
+    func jsonContentTypes(type: String) {
+        #expect(ExecuteRequest.isJSON(contentType: type))
+    }
+
+    @Test(arguments: [
+        nil, "", "text/plain", "application/x-www-form-urlencoded", "application/ json", "text/json",
+        "application/jsonx", "json", "application/json, text/plain", "multipart/form-data; boundary=x",
+        "application/json/x", "application", "application/json+",
+    ])
+    func otherContentTypes(type: String?) {
+        #expect(!ExecuteRequest.isJSON(contentType: type))
+    }
+
+    @Test(arguments: [nil, "text/plain", "application/x-www-form-urlencoded"])
+    func aBodyThatIsNotJSONIsNotAModel(type: String?) {
+        let body = #"{"command": "echo ok"}"#
+        #expect(
+            rejection(body, contentType: type)?.body == [
+                "detail": .array([
+                    [
+                        "type": "model_attributes_type", "loc": .array(["body"]),
+                        "msg": "Input should be a valid dictionary or object to extract fields from",
+                        "input": .string(body),
+                    ]
+                ])
+            ])
+    }
+
+    @Test func anEmptyBodyIsMissingWhateverItsType() {
+        #expect(issues(rejection("", contentType: "text/plain")).first?["type"] == "missing")
+    }
+
+    @Test(arguments: [
+        Array(#"{"command": "echo "#.utf8) + [0xFF] + Array(#""}"#.utf8),
+        [0x22, 0xC0, 0xAF, 0x22], [0x22, 0xED, 0xA0, 0x22], [0x22, 0xF4, 0x90, 0x80, 0x80, 0x22],
+        [0x22, 0xE0, 0x80, 0x80, 0x22],
+    ])
+    func textThatIsNotUTF8IsAParseError(body: [UInt8]) {
+        let error = rejection(bytes: body)
+        #expect(error?.status == 400)
+        #expect(error?.body == ["detail": "There was an error parsing the body"])
+    }
+
+    @Test func byteOrderMarksAndWideEncodingsAreDecoded() throws {
+        let text = #"{"command": "echo h\#u{E9}llo \#u{1F600}"}"#
+        let utf16LE = text.utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+        let utf16BE = text.utf16.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xFF)] }
+        let utf32LE = text.unicodeScalars.flatMap { scalar in (0..<4).map { UInt8((scalar.value >> (8 * $0)) & 0xFF) } }
+        let utf32BE = text.unicodeScalars.flatMap { scalar in
+            (0..<4).reversed().map { UInt8((scalar.value >> (8 * $0)) & 0xFF) }
+        }
+        let bodies: [[UInt8]] = [
+            Array(text.utf8), [0xEF, 0xBB, 0xBF] + Array(text.utf8), utf16LE, utf16BE, [0xFF, 0xFE] + utf16LE,
+            [0xFE, 0xFF] + utf16BE, utf32LE, utf32BE, [0xFF, 0xFE, 0, 0] + utf32LE, [0, 0, 0xFE, 0xFF] + utf32BE,
+        ]
+        for body in bodies {
+            #expect(try ExecuteRequest.decode(body, contentType: "application/json").command == "echo héllo 😀")
+        }
+    }
+
+    @Test func brokenWideEncodingsAreParseErrors() {
+        let utf16 = Array("{}".utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] })
+        #expect(rejection(bytes: utf16 + [0])?.status == 400)
+        #expect(rejection(bytes: [0x7B, 0, 0, 0, 0x7D, 0, 0, 0, 0, 0, 0x11, 0])?.status == 400)
+        #expect(rejection(bytes: [0x7B, 0, 0, 0, 0x7D, 0, 0])?.status == 400)
+    }
+
+    @Test func unpairedSurrogatesPassAsReplacementCharacters() throws {
+        // Python decodes with `surrogatepass`; a Swift string cannot hold a surrogate.
+        let utf8 = Array(#"{"command": "echo "#.utf8) + [0xED, 0xA0, 0x80] + Array(#""}"#.utf8)
+        #expect(try ExecuteRequest.decode(utf8, contentType: "application/json").command == "echo \u{FFFD}")
+        let utf16 = Array(#"{"command": "a"#.utf16) + [0xD800] + Array(#""}"#.utf16)
+        let bytes = utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+        #expect(try ExecuteRequest.decode(bytes, contentType: "application/json").command == "a\u{FFFD}")
+    }
+
+    @Test func twoByteOrderMarksLeaveOneInTheText() {
+        let error = rejection(bytes: [0xEF, 0xBB, 0xBF, 0xEF, 0xBB, 0xBF] + Array("{}".utf8))
+        #expect(issues(error).first?["loc"] == .array(["body", .number(0)]))
+        #expect(issues(error).first?["ctx"] == ["error": "Expecting value"])
+    }
+
+    @Test func aJSONErrorIsPlacedInCharactersNotBytes() {
+        // Python counts characters of the decoded text: "é" is one, as two bytes of UTF-8 or as UTF-16.
+        let text = #"{"command": "é" x}"#
+        #expect(issues(rejection(text)).first?["loc"] == .array(["body", .number(16)]))
+        let utf16 = text.utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+        #expect(issues(rejection(bytes: utf16)).first?["loc"] == .array(["body", .number(16)]))
+        let utf8BOM = [0xEF, 0xBB, 0xBF] + Array(text.utf8)
+        #expect(issues(rejection(bytes: utf8BOM)).first?["loc"] == .array(["body", .number(16)]))
     }
 }

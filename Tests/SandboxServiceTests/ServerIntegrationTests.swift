@@ -205,7 +205,9 @@ private func events(_ events: [TestSSEEvent], _ type: String) -> [String] {
                 connection.send("GET", "/")
                 #expect(try connection.readResponse(deadline: Deadline(seconds: 10)).status == 200, "request \(index)")
             }
-            connection.send("POST", "/execute", body: Array(#"{"command": "echo again"}"#.utf8))
+            connection.send(
+                "POST", "/execute", headers: [("Content-Type", "application/json")],
+                body: Array(#"{"command": "echo again"}"#.utf8))
             let response = try connection.readResponse(deadline: Deadline(seconds: 10))
             #expect(response.json?["stdout"] == "again\n")
         }
@@ -366,7 +368,8 @@ private func events(_ events: [TestSSEEvent], _ type: String) -> [String] {
             defer { fifo.close() }
             let connection = try TestHTTPConnection(port: server.port)
             connection.send(
-                "POST", "/execute", body: Array(#"{"command": "sh -c 'echo $$ > pid.fifo; sleep 300'"}"#.utf8))
+                "POST", "/execute", headers: [("Content-Type", "application/json")],
+                body: Array(#"{"command": "sh -c 'echo $$ > pid.fifo; sleep 300'"}"#.utf8))
             let group = try #require(pid_t(try fifo.readLine(deadline: Deadline(seconds: 10))))
             connection.close()
             let gone = await poll(until: Deadline(seconds: 10)) { ProcessTable.groupIsGone(group) }
@@ -403,7 +406,8 @@ private func events(_ events: [TestSSEEvent], _ type: String) -> [String] {
             let body: JSONValue = ["command": "sh -c 'echo started; sleep 300'", "timeout": .number(0.5)]
             let connection = try TestHTTPConnection(port: server.port)
             defer { connection.close() }
-            connection.send("POST", "/execute/stream", body: body.encoded())
+            connection.send(
+                "POST", "/execute/stream", headers: [("Content-Type", "application/json")], body: body.encoded())
             #expect(try connection.readHead(deadline: Deadline(seconds: 10)).status == 200)
             let all = try connection.readAllEvents(deadline: Deadline(seconds: 10))
             #expect(all.map(\.event) == ["stdout", "error", "done"])
@@ -657,7 +661,9 @@ private func events(_ events: [TestSSEEvent], _ type: String) -> [String] {
         defer { fifo.close() }
         let waiting = try TestHTTPConnection(port: server.port)
         defer { waiting.close() }
-        waiting.send("POST", "/execute", body: Array(#"{"command": "sh -c 'echo $$ > pid.fifo; sleep 300'"}"#.utf8))
+        waiting.send(
+            "POST", "/execute", headers: [("Content-Type", "application/json")],
+            body: Array(#"{"command": "sh -c 'echo $$ > pid.fifo; sleep 300'"}"#.utf8))
         let executeGroup = try #require(pid_t(try fifo.readLine(deadline: Deadline(seconds: 10))))
         defer {
             killGroup(streamGroup)

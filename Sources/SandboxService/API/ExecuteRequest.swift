@@ -6,19 +6,34 @@ struct ExecuteRequest: Equatable {
     /// Seconds; nil when absent or null.
     var timeout: Double?
 
-    /// Decodes and validates `body`.
-    /// - Throws: a 422 `APIError` in FastAPI's shape.
-    static func decode(_ body: [UInt8]) throws(APIError) -> ExecuteRequest {
+    /// Decodes and validates `body`, sent with `contentType` (nil when the request had none).
+    ///
+    /// As FastAPI does, the body is JSON only when its type is `application/json` or `application/…+json`; any other
+    /// body is validated as raw bytes, which no model accepts. JSON text is decoded as Python's `json.loads` decodes
+    /// bytes (UTF-8, with or without a BOM, or UTF-16/UTF-32 told apart by BOM or zero bytes).
+    /// - Throws: a 422 `APIError` in FastAPI's shape; a 400 for JSON that is not valid text in its encoding.
+    static func decode(_ body: [UInt8], contentType: String?) throws(APIError) -> ExecuteRequest {
         guard !body.isEmpty else {
             throw .validation([ValidationIssue(type: "missing", loc: ["body"], msg: "Field required", input: .null)])
         }
-        let json: JSONValue
-        do {
-            json = try JSONParser.parse(body)
-        } catch {
+        guard isJSON(contentType: contentType) else {
+            // FastAPI echoes the bytes as text; where they are not UTF-8 it fails with a 500, sandboxd with this 422.
             throw .validation([
                 ValidationIssue(
-                    type: "json_invalid", loc: ["body", .number(Double(error.position))], msg: "JSON decode error",
+                    type: "model_attributes_type", loc: ["body"],
+                    msg: "Input should be a valid dictionary or object to extract fields from",
+                    input: .string(String(decoding: body, as: UTF8.self)))
+            ])
+        }
+        guard let text = jsonText(body) else { throw .detail(400, "There was an error parsing the body") }
+        let json: JSONValue
+        do {
+            json = try JSONParser.parse(text)
+        } catch {
+            let position = characterOffset(in: text, ofByte: error.position)
+            throw .validation([
+                ValidationIssue(
+                    type: "json_invalid", loc: ["body", .number(Double(position))], msg: "JSON decode error",
                     input: [:], ctx: ["error": .string(error.message)])
             ])
         }

@@ -84,7 +84,7 @@ extension LegacyAPI {
     private func launch(
         _ request: HTTPRequest, makeSink: (Double) -> @Sendable (CommandEvent) -> Void
     ) throws(APIError) -> Launch {
-        let body = try ExecuteRequest.decode(request.body)
+        let body = try ExecuteRequest.decode(request.body, contentType: request.headers["content-type"])
         let argv: [String]
         do {
             argv = try ShellWords.split(body.command)

@@ -51,6 +51,7 @@ public enum OpenAPIDocument {
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteResult"}}}
                   },
+                  "400": {"$ref": "#/components/responses/BodyNotText"},
                   "401": {"$ref": "#/components/responses/Unauthorized"},
                   "413": {"$ref": "#/components/responses/BodyTooLarge"},
                   "422": {"$ref": "#/components/responses/ValidationError"},
@@ -77,6 +78,7 @@ public enum OpenAPIDocument {
                     },
                     "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ExecuteStreamEvent"}}}
                   },
+                  "400": {"$ref": "#/components/responses/BodyNotText"},
                   "401": {"$ref": "#/components/responses/Unauthorized"},
                   "413": {"$ref": "#/components/responses/BodyTooLarge"},
                   "422": {"$ref": "#/components/responses/ValidationError"}
@@ -1444,6 +1446,11 @@ public enum OpenAPIDocument {
               },
               "BodyTooLarge": {
                 "description": "The JSON body is over its limit (1 MiB).",
+                "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
+              },
+              "BodyNotText": {
+                "description": "The JSON body is not text in the encoding it was found to have (UTF-8, UTF-16 or UTF-32).",
                 "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
               },

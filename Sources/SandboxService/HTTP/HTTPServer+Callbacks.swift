@@ -91,7 +91,10 @@ extension HTTPServer {
     private static let collectValue: MHD_KeyValueIterator = { cls, _, key, value in
         guard let cls, let key else { return .YES }
         let box = Unmanaged<ValueBox>.fromOpaque(cls).takeUnretainedValue()
-        box.values[box.decodeKey(String(cString: key))] = value.map { box.decodeValue(String(cString: $0)) } ?? ""
+        let name = box.decodeKey(String(cString: key))
+        // A repeated header keeps its first value, as `MHD_lookup_connection_value` and Starlette do.
+        if box.keepsFirst && box.values[name] != nil { return .YES }
+        box.values[name] = value.map { box.decodeValue(String(cString: $0)) } ?? ""
         return .YES
     }
 
@@ -101,8 +104,10 @@ extension HTTPServer {
         /// (NUL bytes become U+FFFD).
         let decodeKey: (String) -> String
         let decodeValue: (String) -> String
+        let keepsFirst: Bool
 
         init(kind: MHD_ValueKind) {
+            keepsFirst = kind == .HEADER_KIND
             let percentDecode = { String(decoding: PercentDecoding.decode($0) ?? [], as: UTF8.self) }
             decodeKey = kind == .HEADER_KIND ? { $0.lowercased() } : percentDecode
             decodeValue = kind == .HEADER_KIND ? { $0 } : percentDecode
