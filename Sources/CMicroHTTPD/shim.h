@@ -12,13 +12,18 @@
 typedef size_t (*CMicroHTTPD_UnescapeCallback)(void *_Nullable context, struct MHD_Connection *_Nullable connection,
                                                char *_Nullable string);
 
+/// `MHD_OPTION_URI_LOG_CALLBACK`'s function type, which microhttpd.h does not name: sees the request target before
+/// libmicrohttpd splits it into path and query; the pointer it returns becomes the request's `*req_cls`.
+typedef void *_Nullable (*CMicroHTTPD_URILogCallback)(void *_Nullable context, const char *_Nullable uri,
+                                                      struct MHD_Connection *_Nullable connection);
+
 /// Starts a daemon with the options sandboxd uses (`MHD_start_daemon`).
 /// `address` may be NULL to listen on every address of the family the flags select.
 static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
     unsigned int flags, uint16_t port, const struct sockaddr *_Nullable address,
     MHD_AccessHandlerCallback _Nonnull handler, void *_Nullable handlerContext,
     MHD_RequestCompletedCallback _Nonnull completed, void *_Nullable completedContext,
-    CMicroHTTPD_UnescapeCallback _Nonnull unescape,
+    CMicroHTTPD_UnescapeCallback _Nonnull unescape, CMicroHTTPD_URILogCallback _Nonnull noteTarget,
     MHD_LogCallback _Nonnull logger, void *_Nullable loggerContext,
     MHD_AcceptPolicyCallback _Nonnull accept, MHD_NotifyConnectionCallback _Nonnull notifyConnection,
     void *_Nullable connectionContext,
@@ -34,11 +39,12 @@ static inline struct MHD_Daemon *_Nullable CMicroHTTPD_start_daemon(
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, connectionMemoryLimit, NULL},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)notifyConnection, connectionContext},
         {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL},
+        {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)noteTarget, NULL},
         {MHD_OPTION_SOCK_ADDR, 0, (void *)address},
         {MHD_OPTION_END, 0, NULL},
     };
     if (address == NULL) {
-        options[8].option = MHD_OPTION_END;
+        options[9].option = MHD_OPTION_END;
     }
     return MHD_start_daemon(flags, port, accept, connectionContext, handler, handlerContext, MHD_OPTION_ARRAY, options,
                             MHD_OPTION_END);

@@ -8,14 +8,14 @@ import Logging
 // context and calls one method; the logic lives in those methods.
 extension HTTPServer {
     static let accessHandler: MHD_AccessHandlerCallback = {
-        cls, connection, url, method, _, uploadData, uploadDataSize, requestContext in
-        guard let cls, let connection, let url, let method, let uploadDataSize, let requestContext else {
+        cls, connection, url, method, version, uploadData, uploadDataSize, requestContext in
+        guard let cls, let connection, let url, let method, let version, let uploadDataSize, let requestContext else {
             return .NO
         }
         let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
         return server.handle(
-            connection: connection, url: url, method: method, upload: uploadData, uploadSize: uploadDataSize,
-            requestContext: requestContext)
+            connection: connection, url: url, method: method, version: version, upload: uploadData,
+            uploadSize: uploadDataSize, requestContext: requestContext)
     }
 
     static let completedHandler: MHD_RequestCompletedCallback = { cls, connection, requestContext, termination in
@@ -32,6 +32,20 @@ extension HTTPServer {
     static let keepEscaped: CMicroHTTPD_UnescapeCallback = { _, _, string in
         guard let string else { return 0 }
         return strlen(string)
+    }
+
+    /// Keeps the request target, before libmicrohttpd cuts it into path and query, if it is valid as far as it can be
+    /// seen here (`RequestHead.isValidTarget`). libmicrohttpd hands over C strings, so a NUL byte sent in the target
+    /// would silently end it; `head(of:url:version:)` finds such a NUL by the length kept here. The target is kept as
+    /// the connection's one nameless POSTDATA value, a kind sandboxd has no other use for (it lives in the request's
+    /// pool).
+    static let noteRequestTarget: CMicroHTTPD_URILogCallback = { _, uri, connection in
+        guard let uri, let connection else { return nil }
+        let length = strlen(uri)
+        if RequestHead.isValidTarget(UnsafeRawBufferPointer(start: uri, count: length)) {
+            _ = MHD_set_connection_value_n(connection, .POSTDATA_KIND, nil, 0, uri, length)
+        }
+        return nil
     }
 
     /// libmicrohttpd's own diagnostics (refused connections at the limit, malformed requests, timeouts).
@@ -126,7 +140,7 @@ extension HTTPServer {
 
     func handle(
         connection: OpaquePointer, url: UnsafePointer<CChar>, method: UnsafePointer<CChar>,
-        upload: UnsafePointer<CChar>?, uploadSize: UnsafeMutablePointer<Int>,
+        version: UnsafePointer<CChar>, upload: UnsafePointer<CChar>?, uploadSize: UnsafeMutablePointer<Int>,
         requestContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     ) -> MHD_Result {
         guard let pointer = requestContext.pointee else {
@@ -134,10 +148,17 @@ extension HTTPServer {
             // libmicrohttpd 0.9.75 answers a Content-Length it cannot parse itself, after the handler's answer, so the
             // client would read two response heads; closing without an answer is the clean failure.
             guard Self.contentLengthIsValid(connection) else { return .NO }
-            let context = begin(connection: connection, url: String(cString: url), method: String(cString: method))
+            let context: RequestContext
+            if let refusal = Self.head(of: connection, url: url, version: version).refusal() {
+                context = RequestContext(
+                    method: String(cString: method), path: String(cString: url), match: .failure(refusal),
+                    earlyAnswer: true)
+            } else {
+                context = begin(connection: connection, url: String(cString: url), method: String(cString: method))
+            }
             requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
             if let error = context.bodyError ?? context.earlyFailure, !context.dispatched {
-                // Refused from the head alone (too large, not authenticated): answer before reading the body.
+                // Refused from the head alone (malformed, too large, not authenticated): answered before any body.
                 context.dispatched = true
                 connectionReceivedBody(connection)
                 return queue(error.response, on: connection, for: context)
@@ -264,6 +285,38 @@ extension HTTPServer {
         }
         context.bodyMode = mode
         return context
+    }
+
+    /// The request's head for `RequestHead`'s checks: every header field, repeats included, and whether the target
+    /// arrived whole. libmicrohttpd wrote a NUL over the space that ended the target, and `url` and the kept target
+    /// both start where the target did, so the target held no NUL of its own exactly when the version begins right
+    /// after the kept length.
+    private static func head(
+        of connection: OpaquePointer, url: UnsafePointer<CChar>, version: UnsafePointer<CChar>
+    ) -> RequestHead {
+        var target: UnsafePointer<CChar>?
+        var length = 0
+        let kept = MHD_lookup_connection_value_n(connection, .POSTDATA_KIND, nil, 0, &target, &length) == .YES
+        let box = FieldBox()
+        withExtendedLifetime(box) {
+            _ = MHD_get_connection_values(
+                connection, .HEADER_KIND, HTTPServer.collectField, Unmanaged.passUnretained(box).toOpaque())
+        }
+        return RequestHead(
+            version: String(cString: version), targetIsValid: kept && target == url && url + length + 1 == version,
+            fields: box.fields)
+    }
+
+    private final class FieldBox {
+        var fields: [(name: [UInt8], value: [UInt8])] = []
+    }
+
+    private static let collectField: MHD_KeyValueIterator = { cls, _, key, value in
+        guard let cls, let key else { return .YES }
+        let box = Unmanaged<FieldBox>.fromOpaque(cls).takeUnretainedValue()
+        let bytes = { (text: UnsafePointer<CChar>) in Array(UnsafeRawBufferPointer(start: text, count: strlen(text))) }
+        box.fields.append((bytes(key), value.map(bytes) ?? []))
+        return .YES
     }
 
     /// False for a `Content-Length` that is not a plain decimal number of at most 18 digits.

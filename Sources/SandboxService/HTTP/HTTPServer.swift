@@ -111,6 +111,7 @@ public final class HTTPServer: Sendable {
             CMicroHTTPD_start_daemon(
                 flags, configuration.port, configuration.host == "::" ? nil : sockaddr,
                 HTTPServer.accessHandler, context, HTTPServer.completedHandler, context, HTTPServer.keepEscaped,
+                HTTPServer.noteRequestTarget,
                 HTTPServer.logError, context, HTTPServer.acceptPolicy, HTTPServer.connectionNotified, context,
                 // libmicrohttpd's own limit only stops accepting (clients then wait in the backlog); the accept policy
                 // enforces the configured limit by closing extra connections at once, so this one is a backstop.
