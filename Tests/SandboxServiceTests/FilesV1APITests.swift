@@ -45,15 +45,16 @@ struct FilesV1APITests {
 
     @Test("every file error has its code and status, and names the request path only")
     func errorMapping() throws {
-        let expected: [(FileTree.Error, Int, String)] = [
+        let expected: [(FileError.Code, Int, String)] = [
             (.escapesRoot, 403, "PERMISSION_DENIED"), (.invalidPath, 400, "INVALID_ARGUMENT"),
+            (.tooManyLinks, 400, "INVALID_ARGUMENT"), (.nameTooLong, 400, "INVALID_ARGUMENT"),
             (.notFound, 404, "NOT_FOUND"), (.isADirectory, 400, "INVALID_ARGUMENT"),
             (.notADirectory, 400, "INVALID_ARGUMENT"), (.notEmpty, 409, "CONFLICT"), (.isRoot, 409, "CONFLICT"),
             (.unsupportedType, 400, "INVALID_ARGUMENT"), (.permissionDenied, 403, "PERMISSION_DENIED"),
             (.noSpace, 507, "RESOURCE_EXHAUSTED"), (.other("Input/output error"), 500, "INTERNAL"),
         ]
         for (error, status, code) in expected {
-            let mapped = FilesV1API.apiError(error, path: "dir/file.txt")
+            let mapped = FilesV1API.apiError(FileError(error, path: "dir/file.txt"))
             #expect(mapped.status == status, "\(error)")
             #expect(mapped.body["code"] == .string(code), "\(error)")
             let message = try #require(

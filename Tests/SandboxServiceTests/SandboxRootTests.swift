@@ -33,6 +33,13 @@ private struct Tree {
     }
 }
 
+extension SandboxRoot {
+    /// Where a request path leads, spelled as a host path (tests only: the server never opens by path).
+    fileprivate func realPath(_ request: String) throws(FileError.Code) -> String {
+        try locate(request).hostPath
+    }
+}
+
 /// The temp dir may itself sit behind a symlink; expected paths are spelled from its real path.
 private func canonical(_ path: String) -> String? {
     guard let resolved = realpath(path, nil) else { return nil }
@@ -45,7 +52,7 @@ private func canonical(_ path: String) -> String? {
         let tree = try Tree()
         defer { tree.remove() }
         for request in ["", ".", "/", "//", "./", "/./", "a/..", "a/b/../..", "./././"] {
-            #expect(try tree.root.resolve(request) == tree.root.path, "\(request)")
+            #expect(try tree.root.realPath(request) == tree.root.path, "\(request)")
         }
     }
 
@@ -53,9 +60,9 @@ private func canonical(_ path: String) -> String? {
         let tree = try Tree()
         defer { tree.remove() }
         let root = tree.root.path
-        #expect(try tree.root.resolve("/etc/passwd") == root + "/etc/passwd")
-        #expect(try tree.root.resolve("//x") == root + "/x")
-        #expect(try tree.root.resolve("///a//b//") == root + "/a/b")
+        #expect(try tree.root.realPath("/etc/passwd") == root + "/etc/passwd")
+        #expect(try tree.root.realPath("//x") == root + "/x")
+        #expect(try tree.root.realPath("///a//b//") == root + "/a/b")
     }
 
     @Test func dotsAndTrailingSlashesAreNormalized() throws {
@@ -63,11 +70,11 @@ private func canonical(_ path: String) -> String? {
         defer { tree.remove() }
         let root = tree.root.path
         try tree.makeDirectory(root + "/dir")
-        #expect(try tree.root.resolve("dir/") == root + "/dir")
-        #expect(try tree.root.resolve("a/./b") == root + "/a/b")
-        #expect(try tree.root.resolve("a/../b") == root + "/b")
-        #expect(try tree.root.resolve("new/dir/../file.txt") == root + "/new/file.txt")
-        #expect(try tree.root.resolve("../root/x") == root + "/x")
+        #expect(try tree.root.realPath("dir/") == root + "/dir")
+        #expect(try tree.root.realPath("a/./b") == root + "/a/b")
+        #expect(try tree.root.realPath("a/../b") == root + "/b")
+        #expect(try tree.root.realPath("new/dir/../file.txt") == root + "/new/file.txt")
+        #expect(try tree.root.realPath("../root/x") == root + "/x")
     }
 
     @Test(arguments: ["..", "../", "/..", "a/../../x", "../../../../etc/passwd", "dir/../../root-x", "a/b/../../../x"])
@@ -75,7 +82,7 @@ private func canonical(_ path: String) -> String? {
         let tree = try Tree()
         defer { tree.remove() }
         try tree.makeDirectory(tree.root.path + "/dir")
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve(request) }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath(request) }
     }
 
     @Test func siblingWithTheRootAsPrefixIsOutside() throws {
@@ -83,17 +90,17 @@ private func canonical(_ path: String) -> String? {
         defer { tree.remove() }
         try tree.makeDirectory(tree.base + "/root-evil")
         try tree.makeFile(tree.base + "/root-evil/x")
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("../root-evil/x") }
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("../root-evil") }
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("../rootx") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("../root-evil/x") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("../root-evil") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("../rootx") }
     }
 
     @Test func symlinkToSystemDirectoryEscapes() throws {
         let tree = try Tree()
         defer { tree.remove() }
         try tree.link(tree.root.path + "/etc", to: "/etc")
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("etc") }
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("/etc/passwd") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("etc") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("/etc/passwd") }
     }
 
     @Test func symlinkToFileOutsideEscapes() throws {
@@ -101,7 +108,7 @@ private func canonical(_ path: String) -> String? {
         defer { tree.remove() }
         try tree.makeFile(tree.base + "/secret.txt")
         try tree.link(tree.root.path + "/innocent.txt", to: "../secret.txt")
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("innocent.txt") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("innocent.txt") }
     }
 
     @Test func symlinksWithinTheRootAreFollowed() throws {
@@ -113,11 +120,11 @@ private func canonical(_ path: String) -> String? {
         try tree.link(root + "/absolute", to: root + "/data/real")
         try tree.link(root + "/chain", to: "relative")
         try tree.link(root + "/data/up", to: "..")
-        #expect(try tree.root.resolve("relative/f.txt") == root + "/data/real/f.txt")
-        #expect(try tree.root.resolve("absolute/f.txt") == root + "/data/real/f.txt")
-        #expect(try tree.root.resolve("chain") == root + "/data/real")
-        #expect(try tree.root.resolve("data/up/data") == root + "/data")
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("data/up/..") }
+        #expect(try tree.root.realPath("relative/f.txt") == root + "/data/real/f.txt")
+        #expect(try tree.root.realPath("absolute/f.txt") == root + "/data/real/f.txt")
+        #expect(try tree.root.realPath("chain") == root + "/data/real")
+        #expect(try tree.root.realPath("data/up/data") == root + "/data")
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("data/up/..") }
     }
 
     @Test func newFileUnderSymlinkedOutsideDirectoryEscapes() throws {
@@ -125,8 +132,8 @@ private func canonical(_ path: String) -> String? {
         defer { tree.remove() }
         try tree.makeDirectory(tree.base + "/outside")
         try tree.link(tree.root.path + "/ext", to: tree.base + "/outside")
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("ext/new/file.txt") }
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("ext/") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("ext/new/file.txt") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("ext/") }
     }
 
     @Test func dotDotAppliesToTheResolvedComponent() throws {
@@ -135,9 +142,12 @@ private func canonical(_ path: String) -> String? {
         defer { tree.remove() }
         try tree.makeDirectory(tree.base + "/outside/deeper")
         try tree.link(tree.root.path + "/out", to: tree.base + "/outside/deeper")
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("out/..") }
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("out/../../root-evil") }
-        #expect(try tree.root.resolve("out/../../root/x") == tree.root.path + "/x")
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("out/..") }
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("out/../../root-evil") }
+        // Nothing outside the root is ever walked: a path that leaves it comes back in only through the root's own
+        // path (`../root/x`), not through what lies outside (here `outside/deeper/../..`).
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("out/../../root/x") }
+        #expect(try tree.root.realPath("../root/x") == tree.root.path + "/x")
     }
 
     @Test func rootReachedThroughSymlinkIsCanonicalized() throws {
@@ -146,8 +156,10 @@ private func canonical(_ path: String) -> String? {
         try tree.link(tree.base + "/alias", to: "real")
         let aliased = try SandboxRoot(path: tree.base + "/alias/")
         #expect(aliased.path == tree.base + "/real")
-        #expect(try aliased.resolve("x") == tree.base + "/real/x")
-        #expect(try aliased.resolve("../alias/x") == tree.base + "/real/x")
+        #expect(try aliased.realPath("x") == tree.base + "/real/x")
+        #expect(try aliased.realPath("../real/x") == tree.base + "/real/x")
+        // The alias lies outside the root: it is not walked.
+        #expect(throws: FileError.Code.escapesRoot) { try aliased.realPath("../alias/x") }
     }
 
     @Test func initCreatesMissingParentsAndRejectsFiles() throws {
@@ -164,7 +176,7 @@ private func canonical(_ path: String) -> String? {
         #expect(throws: SandboxRoot.SetupError.self) { try SandboxRoot(path: "") }
     }
 
-    @Test func symlinkLoopsTerminateAndStayConfined() throws {
+    @Test func symlinkLoopsAreTooManyLinks() throws {
         let tree = try Tree()
         defer { tree.remove() }
         let root = tree.root.path
@@ -172,39 +184,104 @@ private func canonical(_ path: String) -> String? {
         try tree.link(root + "/ping", to: "pong")
         try tree.link(root + "/pong", to: "ping")
         try tree.link(root + "/etc", to: "/etc")
-        // As realpath: the path through the loop is left unresolved; the kernel will report ELOOP.
-        #expect(try tree.root.resolve("loop") == root + "/loop")
-        #expect(try tree.root.resolve("ping/x/./y") == root + "/ping/x/y")
-        // realpath would collapse `..` lexically across the loop and land on the `etc` link unchecked.
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("loop/../etc/passwd") }
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("pong/../../x") }
+        for request in ["loop", "ping/x/./y", "loop/../etc/passwd", "pong/../../x", "x/../loop/y"] {
+            #expect(throws: FileError.Code.tooManyLinks, "\(request)") { try tree.root.realPath(request) }
+        }
     }
 
-    @Test func repeatedLinkIsResolvedOnce() throws {
-        // Far more hops than the 40-link budget, but it is the same link each time.
+    /// More than 40 links in one resolution is ELOOP, as in the kernel, never the path walked so far: such a chain
+    /// used to exhaust the resolver and leave the rest of the path (`ext/passwd` through a link to `/etc`) unchecked.
+    @Test(arguments: [41, 60])
+    func longChainsAreTooManyLinks(_ length: Int) throws {
+        let tree = try Tree()
+        defer { tree.remove() }
+        let root = tree.root.path
+        try tree.link(root + "/ext", to: "/etc")
+        try tree.makeDirectory(root + "/d")
+        // Each `dotN` -> "." (a chain written out in the path), and `prevN` -> `prev(N-1)` (a chain of links).
+        try tree.link(root + "/prev0", to: "d")
+        for n in 1...length {
+            try tree.link(root + "/dot\(n)", to: ".")
+            try tree.link(root + "/prev\(n)", to: "prev\(n - 1)")
+        }
+        let dots = (1...length).map { "dot\($0)" }.joined(separator: "/")
+        for request in [dots, dots + "/ext/passwd", dots + "/d/new.txt", "prev\(length)", "prev\(length)/x"] {
+            #expect(throws: FileError.Code.tooManyLinks, "\(request.suffix(40))") { try tree.root.realPath(request) }
+        }
+        // Up to the limit, the same chains resolve.
+        let forty = (1...40).map { "dot\($0)" }.joined(separator: "/")
+        #expect(try tree.root.realPath(forty + "/d/f") == root + "/d/f")
+        #expect(try tree.root.realPath("prev39/f") == root + "/d/f")
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("dot1/dot2/ext/passwd") }
+    }
+
+    @Test func repeatedLinkCountsEveryTime() throws {
+        // The same link followed 100 times is 100 links, as for the kernel.
         let tree = try Tree()
         defer { tree.remove() }
         try tree.link(tree.root.path + "/self", to: ".")
+        #expect(
+            try tree.root.realPath(Array(repeating: "self", count: 40).joined(separator: "/") + "/f") == tree.root.path
+                + "/f")
         let request = Array(repeating: "self", count: 100).joined(separator: "/") + "/f"
-        #expect(try tree.root.resolve(request) == tree.root.path + "/f")
+        #expect(throws: FileError.Code.tooManyLinks) { try tree.root.realPath(request) }
+    }
+
+    @Test func absoluteTargetsComeBackThroughTheRootsOwnPath() throws {
+        let tree = try Tree()
+        defer { tree.remove() }
+        let root = tree.root.path
+        try tree.makeDirectory(root + "/d")
+        try tree.link(root + "/dotted", to: root + "/../root/d")
+        try tree.link(root + "/slashes", to: "//" + root.dropFirst() + "//d/")
+        try tree.link(root + "/sibling", to: tree.base + "/root-evil/x")
+        try tree.link(
+            root + "/up-and-in", to: tree.base + "/../" + (tree.base as NSString).lastPathComponent + "/root/d")
+        #expect(try tree.root.realPath("dotted/f") == root + "/d/f")
+        #expect(try tree.root.realPath("slashes/f") == root + "/d/f")
+        #expect(try tree.root.realPath("up-and-in") == root + "/d")
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("sibling") }
+    }
+
+    @Test func aNonDirectoryInThePathIsATailAsWritten() throws {
+        let tree = try Tree()
+        defer { tree.remove() }
+        let root = tree.root.path
+        try tree.makeFile(root + "/file")
+        #expect(try tree.root.realPath("file/x/y") == root + "/file/x/y")
+        #expect(try tree.root.realPath("file/..") == root)
+        #expect(try tree.root.realPath("missing/x/../../file") == root + "/file")
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("file/../..") }
+    }
+
+    @Test func aDirectoryMovedOutDuringResolutionIsNotFollowedBack() throws {
+        // `..` goes back to the directory walked through, checked by identity: a location that left the root
+        // does not climb from where it landed.
+        let tree = try Tree()
+        defer { tree.remove() }
+        let root = tree.root.path
+        try tree.makeDirectory(root + "/a/b/c")
+        var location = try tree.root.locate("a/b/c")
+        try FileManager.default.moveItem(atPath: root + "/a/b", toPath: tree.base + "/moved")
+        #expect(throws: FileError.Code.notFound) { try location.follow(Array("../..".utf8)[...]) }
     }
 
     @Test func nulByteIsInvalid() throws {
         let tree = try Tree()
         defer { tree.remove() }
-        #expect(throws: SandboxRoot.Error.invalidPath) { try tree.root.resolve("a\u{0}b") }
-        #expect(throws: SandboxRoot.Error.invalidPath) { try tree.root.resolve("\u{0}/../..") }
+        #expect(throws: FileError.Code.invalidPath) { try tree.root.realPath("a\u{0}b") }
+        #expect(throws: FileError.Code.invalidPath) { try tree.root.realPath("\u{0}/../..") }
     }
 
     @Test func unicodeIsComparedAsBytes() throws {
         // "/" + U+0338 is one Character in Swift, but the kernel splits at the slash, so this is `..`.
         let tree = try Tree(rootName: "caf\u{E9}")
         defer { tree.remove() }
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("../\u{338}x") }
-        #expect(try tree.root.resolve("..\u{338}") == tree.root.path + "/..\u{338}")
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("../\u{338}x") }
+        #expect(try tree.root.realPath("..\u{338}") == tree.root.path + "/..\u{338}")
         // A decomposed sibling is canonically equivalent to the root's name, but another directory.
         try tree.makeDirectory(tree.base + "/cafe\u{301}")
-        #expect(throws: SandboxRoot.Error.escapesRoot) { try tree.root.resolve("../cafe\u{301}/x") }
-        #expect(try tree.root.resolve("cafe\u{301}") == tree.root.path + "/cafe\u{301}")
+        #expect(throws: FileError.Code.escapesRoot) { try tree.root.realPath("../cafe\u{301}/x") }
+        #expect(try tree.root.realPath("cafe\u{301}") == tree.root.path + "/cafe\u{301}")
     }
 }

@@ -41,24 +41,19 @@ extension FilesV1API {
             status: code.status, body: ["code": .string(code.rawValue), "message": .string(message)], headers: headers)
     }
 
-    /// The one place where file errors become HTTP answers. `path` is the request path: messages name it, never a
-    /// host path.
-    static func apiError(_ error: FileTree.Error, path: String) -> APIError {
-        let shown = "'\(shown(path))'"
-        return switch error {
-        case .escapesRoot: failure(.permissionDenied, "\(shown): path traversal outside sandbox root is forbidden")
-        case .invalidPath: failure(.invalidArgument, "\(shown) is not a usable path")
-        case .notFound: failure(.notFound, "\(shown): path does not exist within the sandbox")
-        case .isADirectory: failure(.invalidArgument, "\(shown): target path is a directory")
-        case .notADirectory: failure(.invalidArgument, "\(shown): a parent of the target path is not a directory")
-        case .notEmpty: failure(.conflict, "\(shown): directory is not empty; pass recursive=true to remove it")
-        case .isRoot:
-            failure(.conflict, "cannot delete the sandbox root; pass recursive=true to clear its contents")
-        case .unsupportedType: failure(.invalidArgument, "\(shown) is not a regular file or directory")
-        case .permissionDenied: failure(.permissionDenied, "\(shown): permission denied")
-        case .noSpace: failure(.resourceExhausted, "\(shown): no space left on device")
-        case .other(let reason): failure(.internal, "\(shown): \(reason)")
-        }
+    /// The one place where file errors become HTTP answers; the message names the request path, never a host path.
+    static func apiError(_ error: FileError) -> APIError {
+        let code: ErrorCode =
+            switch error.code {
+            case .escapesRoot, .permissionDenied: .permissionDenied
+            case .tooManyLinks, .invalidPath, .nameTooLong, .isADirectory, .notADirectory, .unsupportedType:
+                .invalidArgument
+            case .notFound: .notFound
+            case .notEmpty, .isRoot: .conflict
+            case .noSpace: .resourceExhausted
+            case .other: .internal
+            }
+        return failure(code, error.message)
     }
 
     /// An upload error in this API's shape: ours pass unchanged; the multipart reader's (`{"detail": …}`, or a 422

@@ -39,7 +39,7 @@ public struct FilesV1API: Sendable {
     func get(_ request: HTTPRequest) -> Reply {
         let path = request.pathParameter
         let contents: FileTree.Contents
-        do { contents = try tree.read(path) } catch { return .failure(Self.apiError(error, path: path)) }
+        do { contents = try tree.read(path) } catch { return .failure(Self.apiError(error)) }
         switch contents {
         case .file(let fd, let status):
             return .response(Self.fileResponse(fd: fd, status: status, headers: request.headers))
@@ -57,14 +57,14 @@ public struct FilesV1API: Sendable {
         guard let permissions = Self.permissions(mode) else {
             throw Self.failure(.invalidArgument, "mode \"\(mode)\" must match ^0[0-7]{3}$")
         }
-        let destination: String
-        do { destination = try tree.destination(path) } catch { throw Self.apiError(error, path: path) }
+        let destination: FileTree.Destination
+        do { destination = try tree.destination(path) } catch { throw Self.apiError(error) }
         let tree = self.tree
         let open: @Sendable () throws(APIError) -> any UploadSink = { () throws(APIError) in
-            do throws(FileTree.Error) {
-                return NewFileSink(file: try tree.create(destination, permissions: permissions), path: path)
+            do throws(FileError) {
+                return NewFileSink(file: try tree.create(destination, permissions: permissions), failure: Self.apiError)
             } catch {
-                throw Self.apiError(error, path: path)
+                throw Self.apiError(error)
             }
         }
         guard Self.isMultipart(request.headers["content-type"]) else { return .stream(open: open) }
@@ -88,7 +88,7 @@ public struct FilesV1API: Sendable {
         guard let recursive = Self.boolean(text) else {
             return .failure(Self.failure(.invalidArgument, "recursive \"\(text)\" must be a boolean"))
         }
-        do { try tree.remove(path, recursive: recursive) } catch { return .failure(Self.apiError(error, path: path)) }
+        do { try tree.remove(path, recursive: recursive) } catch { return .failure(Self.apiError(error)) }
         return .response(HTTPResponse(status: 204, body: .bytes([])))
     }
 
@@ -145,25 +145,4 @@ public struct FilesV1API: Sendable {
     static func shown(_ path: String) -> String {
         "/" + path.drop { $0 == "/" }
     }
-}
-
-/// Adapts a `FileTree.NewFile` to the HTTP layer's upload sink.
-final class NewFileSink: UploadSink {
-    private let file: FileTree.NewFile
-    private let path: String
-
-    init(file: FileTree.NewFile, path: String) {
-        self.file = file
-        self.path = path
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer) throws(APIError) {
-        do { try file.write(bytes) } catch { throw FilesV1API.apiError(error, path: path) }
-    }
-
-    func commit() throws(APIError) {
-        do { try file.commit() } catch { throw FilesV1API.apiError(error, path: path) }
-    }
-
-    func abort() { file.abort() }
 }

@@ -1,20 +1,8 @@
-import FoundationEssentials
-import Glibc
-
 extension LegacyAPI {
-    /// `GET /download/{path}`: the file's bytes, sent from its descriptor.
+    /// `GET /download/{path}`: the file's bytes, sent from the descriptor the Files layer opened.
     func download(_ path: String) -> Reply {
-        let notFound = APIError.message(404, "File not found")
-        let resolved: String
-        do { resolved = try resolve(path) } catch { return .failure(error) }
-        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, on a polling thread.
-        let fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return .failure(notFound) }
-        var info = stat()
-        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
-            close(fd)
-            return .failure(notFound)
-        }
+        let file: (fd: Int32, status: FileTree.Status)
+        do { file = try files.openFile(path) } catch { return .failure(Self.failure(error, .download)) }
         return .response(
             HTTPResponse(
                 status: 200,
@@ -22,75 +10,99 @@ extension LegacyAPI {
                     ("Content-Type", "application/octet-stream"),
                     ("Content-Disposition", Self.contentDisposition(filename: path)),
                 ],
-                body: .file(fd: fd, size: UInt64(info.st_size))))
+                body: .file(fd: file.fd, size: file.status.size)))
     }
 
-    /// `GET /list/{path}`: the directory's entries.
+    /// `GET /list/{path}`: the directory's entries (a symlink described by its target when that is inside the root,
+    /// left out otherwise).
     func list(_ path: String) -> Reply {
-        let resolved: String
-        do { resolved = try resolve(path) } catch { return .failure(error) }
-        guard let directory = opendir(resolved) else { return .failure(.message(404, "Path is not a directory")) }
-        defer { closedir(directory) }
-        var entries: [JSONValue] = []
-        let directoryFD = dirfd(directory)
-        while let entry = readdir(directory) {
-            var info = stat()
-            // By the raw name, so a name that is not UTF-8 is still found (and shown with U+FFFD). Like Python's
-            // DirEntry.stat(): follow symlinks, and describe a dangling one by the link itself.
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> String? in
-                let cName = raw.bindMemory(to: CChar.self).baseAddress!
-                let name = String(cString: cName)
-                guard name != "." && name != ".." else { return nil }
-                let found =
-                    fstatat(directoryFD, cName, &info, 0) == 0
-                    || fstatat(directoryFD, cName, &info, AT_SYMLINK_NOFOLLOW) == 0
-                return found ? name : nil
-            }
-            guard let name else { continue }
-            let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
-            entries.append([
-                "name": .string(name),
-                "size": .number(Double(info.st_size)),
-                "type": .string(info.st_mode & S_IFMT == S_IFDIR ? "directory" : "file"),
-                "mod_time": .number(modified),
-            ])
-        }
-        return .response(.json(.array(entries)))
+        let entries: [FileTree.Entry]
+        do { entries = try files.list(path) } catch { return .failure(Self.failure(error, .list)) }
+        return .response(
+            .json(
+                .array(
+                    entries.map { entry in
+                        let status = entry.status
+                        return [
+                            "name": .string(entry.name),
+                            "size": .number(Double(status.size)),
+                            "type": .string(status.isDirectory ? "directory" : "file"),
+                            "mod_time": .number(
+                                Double(status.modifiedSeconds) + Double(status.modifiedNanoseconds) / 1e9),
+                        ]
+                    })))
     }
 
     /// `GET /exists/{path}`.
     func exists(_ path: String) -> Reply {
-        let resolved: String
-        do { resolved = try resolve(path) } catch { return .failure(error) }
-        var info = stat()
-        return .response(.json(["path": .string(path), "exists": .bool(stat(resolved, &info) == 0)]))
+        let exists: Bool
+        do { exists = try files.exists(path) } catch { return .failure(Self.failure(error, .exists)) }
+        return .response(.json(["path": .string(path), "exists": .bool(exists)]))
     }
 
-    /// Opens the destination of an upload: the multipart filename, relative to the root.
+    /// Opens the destination of an upload: the multipart filename, relative to the root. Confinement is checked
+    /// first, so any name that leads out of the root (`..`, `a/../..`) is the reference's 403 whatever else is wrong
+    /// with it; then a name that names no file (`.`, `a/..`, a trailing slash) or a directory is a 400.
     func openUpload(_ filename: String) throws(APIError) -> any UploadSink {
         let relative = String(filename.drop(while: { $0 == "/" }))
-        let last = relative.split(separator: "/", omittingEmptySubsequences: false).last ?? ""
-        guard !relative.isEmpty, last != ".", last != "..", !relative.hasSuffix("/") else {
-            throw .message(400, "Invalid filename '\(filename)': it must name a file")
+        let destination: FileTree.Destination
+        do {
+            destination = try files.destination(relative)
+        } catch {
+            switch error.code {
+            case .escapesRoot, .tooManyLinks, .invalidPath: throw Self.failure(error, .upload)
+            case .isADirectory where Self.namesNoFile(relative):
+                throw .message(400, "Invalid filename '\(filename)': it must name a file")
+            case .isADirectory: throw .message(400, "Invalid filename '\(filename)': it is a directory")
+            default: throw Self.failure(error, .upload)
+            }
         }
-        // Checked before anything is created: a name the filesystem would refuse must not leave directories behind.
-        guard relative.utf8.count < Int(PATH_MAX) - root.path.utf8.count,
-            !relative.split(separator: "/").contains(where: { $0.utf8.count > Int(NAME_MAX) })
-        else { throw .message(400, "Invalid filename '\(filename.prefix(100))…': too long") }
-        let destination = try resolve(relative)
-        guard destination != root.path else {
+        guard !Self.namesNoFile(relative) else {
             throw .message(400, "Invalid filename '\(filename)': it must name a file")
-        }
-        var info = stat()
-        if stat(destination, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR {
-            throw .message(400, "Invalid filename '\(filename)': it is a directory")
         }
         do {
-            return FileUploadSink(file: try AtomicFile(destination: destination))
+            return NewFileSink(
+                file: try files.create(destination, permissions: nil), failure: { Self.failure($0, .upload) })
         } catch {
-            throw Self.uploadError(error)
+            throw Self.failure(error, .upload)
         }
     }
+
+    /// Empty, ending in a slash, or ending in `.` or `..` (compared as bytes, as the kernel splits).
+    static func namesNoFile(_ relative: String) -> Bool {
+        let bytes = Array(relative.utf8)
+        guard let last = bytes.split(separator: slash, omittingEmptySubsequences: false).last, !last.isEmpty else {
+            return true
+        }
+        return last.elementsEqual(".".utf8) || last.elementsEqual("..".utf8)
+    }
+
+    /// What a file endpoint answers for a file error: the one place they become statuses and the reference's
+    /// messages.
+    enum FileEndpoint { case download, list, exists, upload }
+
+    static func failure(_ error: FileError, _ endpoint: FileEndpoint) -> APIError {
+        switch (error.code, endpoint) {
+        case (.escapesRoot, _): return accessDenied
+        case (.tooManyLinks, _): return .message(400, "Too many levels of symbolic links in '\(error.path)'")
+        case (.invalidPath, _): return .message(400, "Invalid path '\(error.path)'")
+        case (.nameTooLong, .upload): return .message(400, "Invalid filename '\(error.path.prefix(100))…': too long")
+        case (.permissionDenied, .upload): return .message(403, "File upload failed: permission denied")
+        case (.noSpace, .upload): return .message(507, "File upload failed: no space left on device")
+        case (.notADirectory, .upload):
+            return .message(400, "File upload failed: a parent of the destination is not a directory")
+        case (.isADirectory, .upload): return .message(400, "File upload failed: the destination is a directory")
+        case (.notFound, .upload): return .message(400, "File upload failed: the destination directory does not exist")
+        case (.other(let reason), .upload): return .message(500, "File upload failed: \(reason)")
+        case (.permissionDenied, _): return .message(403, "Permission denied")
+        case (.other(let reason), _): return .message(500, reason)
+        case (_, .list): return .message(404, "Path is not a directory")
+        case (_, .upload): return .message(400, "File upload failed: \(error.message)")
+        case (_, .download), (_, .exists): return .message(404, "File not found")
+        }
+    }
+
+    static let accessDenied = APIError.message(403, "Access denied")
 
     func uploadFinished(_ outcome: UploadOutcome?) -> Reply {
         switch outcome {
@@ -103,18 +115,6 @@ extension LegacyAPI {
                 .validation([
                     ValidationIssue(type: "missing", loc: ["body", "file"], msg: "Field required", input: .null)
                 ]))
-        }
-    }
-
-    static func uploadError(_ error: FileError) -> APIError {
-        switch error {
-        case .noSpace: .message(507, "File upload failed: no space left on device")
-        case .permissionDenied: .message(403, "File upload failed: permission denied")
-        case .notADirectory: .message(400, "File upload failed: a parent of the destination is not a directory")
-        case .isADirectory: .message(400, "File upload failed: the destination is a directory")
-        case .notFound: .message(400, "File upload failed: the destination directory does not exist")
-        case .nameTooLong: .message(400, "File upload failed: file name too long")
-        case .other(let message): .message(500, "File upload failed: \(message)")
         }
     }
 
@@ -137,21 +137,4 @@ extension LegacyAPI {
         }
         return quoted == filename ? "attachment; filename=\"\(filename)\"" : "attachment; filename*=utf-8''\(quoted)"
     }
-}
-
-/// Adapts `AtomicFile` to the HTTP layer's upload sink.
-final class FileUploadSink: UploadSink {
-    private let file: AtomicFile
-
-    init(file: AtomicFile) { self.file = file }
-
-    func write(_ bytes: UnsafeRawBufferPointer) throws(APIError) {
-        do { try file.write(bytes) } catch { throw LegacyAPI.uploadError(error) }
-    }
-
-    func commit() throws(APIError) {
-        do { try file.commit() } catch { throw LegacyAPI.uploadError(error) }
-    }
-
-    func abort() { file.abort() }
 }

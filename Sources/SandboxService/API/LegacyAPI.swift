@@ -2,6 +2,8 @@
 /// `/exists`, with the reference's paths, fields, status codes and error shapes.
 public struct LegacyAPI: Sendable {
     let root: SandboxRoot
+    /// Every file access of the file endpoints.
+    let files: FileTree
     let runner: CommandRunner
     /// Cap and default for command timeouts, in seconds.
     let maxTimeout: Double
@@ -15,6 +17,7 @@ public struct LegacyAPI: Sendable {
         maxOutputBytes: Int = 16 << 20
     ) {
         self.root = root
+        files = FileTree(root: root)
         self.runner = runner
         self.maxTimeout = maxTimeout
         self.environment = environment
@@ -34,17 +37,6 @@ public struct LegacyAPI: Sendable {
         router.add(.init("GET", .prefix("/list/")) { request, _ in list(request.pathParameter) })
         router.add(.init("GET", .prefix("/exists/")) { request, _ in exists(request.pathParameter) })
     }
-
-    /// Resolves a request path, mapping a refusal to the legacy 403.
-    func resolve(_ path: String) throws(APIError) -> String {
-        do {
-            return try root.resolve(path)
-        } catch {
-            throw Self.accessDenied
-        }
-    }
-
-    static let accessDenied = APIError.message(403, "Access denied")
 }
 
 extension Reply {

@@ -106,7 +106,7 @@ public enum OpenAPIDocument {
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UploadResult"}}}
                   },
                   "400": {
-                    "description": "A filename that names no file (empty, `/`, `.`, a directory, too long; `message`), or a malformed multipart body (`detail`).",
+                    "description": "A filename that names no file (empty, `/`, `.`, `a/..`, a directory, too long, more than 40 symbolic links; `message`), or a malformed multipart body (`detail`).",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {
                       "application/json": {
@@ -151,7 +151,7 @@ public enum OpenAPIDocument {
                     },
                     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
                   },
-                  "400": {"$ref": "#/components/responses/InvalidURL"},
+                  "400": {"$ref": "#/components/responses/LegacyBadPath"},
                   "401": {"$ref": "#/components/responses/Unauthorized"},
                   "403": {"$ref": "#/components/responses/AccessDenied"},
                   "404": {
@@ -170,7 +170,7 @@ public enum OpenAPIDocument {
                 "parameters": [{"$ref": "#/components/parameters/LegacyPath"}],
                 "responses": {
                   "200": {
-                    "description": "The entries, in directory order.",
+                    "description": "The entries, sorted by name (bytewise). A symlink is described by what it points to; links that dangle, loop or lead out of the root are left out.",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {
                       "application/json": {
@@ -178,7 +178,7 @@ public enum OpenAPIDocument {
                       }
                     }
                   },
-                  "400": {"$ref": "#/components/responses/InvalidURL"},
+                  "400": {"$ref": "#/components/responses/LegacyBadPath"},
                   "401": {"$ref": "#/components/responses/Unauthorized"},
                   "403": {"$ref": "#/components/responses/AccessDenied"},
                   "404": {
@@ -201,7 +201,7 @@ public enum OpenAPIDocument {
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExistsResult"}}}
                   },
-                  "400": {"$ref": "#/components/responses/InvalidURL"},
+                  "400": {"$ref": "#/components/responses/LegacyBadPath"},
                   "401": {"$ref": "#/components/responses/Unauthorized"},
                   "403": {"$ref": "#/components/responses/AccessDenied"}
                 }
@@ -261,7 +261,7 @@ public enum OpenAPIDocument {
                     }
                   },
                   "400": {
-                    "description": "A FIFO, socket or device (`INVALID_ARGUMENT`), a path that is not usable, or a URL that does not decode (`{\"detail\": \"Invalid path\"}`).",
+                    "description": "A FIFO, socket or device, or a path through more than 40 symbolic links (`INVALID_ARGUMENT`), a path that is not usable, or a URL that does not decode (`{\"detail\": \"Invalid path\"}`).",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {
                       "application/json": {
@@ -384,7 +384,7 @@ public enum OpenAPIDocument {
                     }
                   },
                   "400": {
-                    "description": "Not a regular file or directory, or a path or URL that is not usable.",
+                    "description": "Not a regular file or directory, a path through more than 40 symbolic links, or a path or URL that is not usable.",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
                   },
                   "401": {
@@ -464,7 +464,7 @@ public enum OpenAPIDocument {
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
                   },
                   "400": {
-                    "description": "A bad `mode`, a destination that is a directory (or the root, or below a file), a multipart body without a `file` part or malformed (`INVALID_ARGUMENT`); or a URL that does not decode (`{\"detail\": \"Invalid path\"}`).",
+                    "description": "A bad `mode`, a destination that is a directory (or the root, or below a file), a path through more than 40 symbolic links, a name longer than 255 bytes or a file deeper than `PATH_MAX`, a multipart body without a `file` part or malformed (`INVALID_ARGUMENT`); or a URL that does not decode (`{\"detail\": \"Invalid path\"}`).",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {
                       "application/json": {
@@ -545,7 +545,7 @@ public enum OpenAPIDocument {
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
                   },
                   "400": {
-                    "description": "`recursive` is not a boolean, or the path is not usable (`INVALID_ARGUMENT`); or a URL that does not decode (`{\"detail\": \"Invalid path\"}`).",
+                    "description": "`recursive` is not a boolean, or the path is not usable or passes through more than 40 symbolic links (`INVALID_ARGUMENT`); or a URL that does not decode (`{\"detail\": \"Invalid path\"}`).",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {
                       "application/json": {
@@ -663,7 +663,7 @@ public enum OpenAPIDocument {
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StartedProcess"}}}
                   },
                   "400": {
-                    "description": "The body is not valid (`INVALID_ARGUMENT`).",
+                    "description": "The body is not valid, or `cwd` is not a directory in the root or passes through more than 40 symbolic links (`INVALID_ARGUMENT`).",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {
                       "application/json": {
@@ -1212,7 +1212,7 @@ public enum OpenAPIDocument {
                   "path": {"type": "string", "pattern": "^/", "description": "The request path with a leading slash."},
                   "entries": {
                     "type": "array",
-                    "description": "Sorted by name (bytewise). A symlink is described by what it points to; links that dangle or lead out of the root are left out.",
+                    "description": "Sorted by name (bytewise). A symlink is described by what it points to; links that dangle, loop or lead out of the root are left out.",
                     "items": {"$ref": "#/components/schemas/DirectoryEntry"}
                   }
                 }
@@ -1430,6 +1430,15 @@ public enum OpenAPIDocument {
                   "WWW-Authenticate": {"$ref": "#/components/headers/WWWAuthenticate"}
                 },
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
+              },
+              "LegacyBadPath": {
+                "description": "The URL does not percent-decode, or decodes to a NUL byte (`{\"detail\": \"Invalid path\"}`); or the path passes through more than 40 symbolic links, a loop included (`{\"message\": \"Too many levels of symbolic links in '…'\"}`).",
+                "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
+                "content": {
+                  "application/json": {
+                    "schema": {"anyOf": [{"$ref": "#/components/schemas/Detail"}, {"$ref": "#/components/schemas/Message"}]}
+                  }
+                }
               },
               "InvalidURL": {
                 "description": "The URL does not percent-decode, or decodes to a NUL byte (`{\"detail\": \"Invalid path\"}`).",

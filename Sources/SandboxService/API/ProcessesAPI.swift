@@ -124,7 +124,7 @@ public struct ProcessesAPI: Sendable {
     /// `POST /v1/processes`: starts the process in the background; 201 `{"id", "pid"}`.
     func start(_ request: HTTPRequest) -> Reply {
         let body: StartRequest
-        let cwd: String
+        let cwd: (descriptor: Descriptor, path: String)
         do {
             body = try StartRequest.decode(request.body)
             cwd = try directory(body.cwd)
@@ -132,7 +132,7 @@ public struct ProcessesAPI: Sendable {
             return .failure(error)
         }
         var spec = CommandSpec(
-            argv: body.argv, cwd: cwd,
+            argv: body.argv, cwd: cwd.path,
             environment: StartRequest.environment(base: environment, applying: body.environment),
             timeout: body.timeout)
         spec.stdin = body.stdin
@@ -162,20 +162,18 @@ public struct ProcessesAPI: Sendable {
     }
 
     /// The working directory: a directory under the root (symlinks resolved).
-    private func directory(_ path: String) throws(APIError) -> String {
-        let resolved: String
+    private func directory(_ path: String) throws(APIError) -> (descriptor: Descriptor, path: String) {
         do {
-            resolved = try root.resolve(path)
-        } catch .escapesRoot {
-            throw FilesV1API.failure(.permissionDenied, "\"cwd\" '\(path)' is outside the sandbox root")
+            return try FileTree(root: root).workingDirectory(path)
         } catch {
-            throw Self.invalid("\"cwd\" '\(path)' is not a usable path")
+            switch error.code {
+            case .escapesRoot:
+                throw FilesV1API.failure(.permissionDenied, "\"cwd\" '\(path)' is outside the sandbox root")
+            case .tooManyLinks: throw Self.invalid("\"cwd\" '\(path)': too many levels of symbolic links")
+            case .invalidPath: throw Self.invalid("\"cwd\" '\(path)' is not a usable path")
+            default: throw Self.invalid("\"cwd\" '\(path)' is not a directory in the sandbox")
+            }
         }
-        var info = stat()
-        guard stat(resolved, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-            throw Self.invalid("\"cwd\" '\(path)' is not a directory in the sandbox")
-        }
-        return resolved
     }
 
     /// A process as JSON.

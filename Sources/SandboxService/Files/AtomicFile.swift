@@ -1,34 +1,15 @@
-import FoundationEssentials
 import Glibc
-
-/// Why a file operation failed, independent of HTTP.
-public enum FileError: Error, Equatable, Sendable {
-    case notFound
-    case notADirectory
-    case isADirectory
-    case noSpace
-    case permissionDenied
-    case nameTooLong
-    case other(String)
-
-    init(errno code: Int32) {
-        switch code {
-        case ENOENT: self = .notFound
-        case ENOTDIR: self = .notADirectory
-        case EISDIR: self = .isADirectory
-        case ENOSPC, EDQUOT: self = .noSpace
-        case EACCES, EPERM, EROFS: self = .permissionDenied
-        case ENAMETOOLONG: self = .nameTooLong
-        default: self = .other(String(cString: strerror(code)))
-        }
-    }
-}
 
 /// A file written under a temporary name in its destination's directory and renamed into place on `commit()`, so
 /// readers never see a partial file and a failed write leaves nothing behind (the old file, if any, is untouched).
-public final class AtomicFile {
-    public let destination: String
-    private let temporary: String
+/// Everything happens relative to the directory's descriptor: the temporary file is created with `O_EXCL` there
+/// and renamed with `renameat` within it, so no path is looked up again.
+final class AtomicFile {
+    private let directory: Descriptor
+    private let name: [UInt8]
+    private let temporary: [UInt8]
+    /// Applied exactly at commit (`fchmod`), whatever the umask; nil keeps the umask's 0644.
+    private let permissions: UInt32?
     private var fd: Int32
     private var committed = false
     /// Bytes not yet written, fewer than `staging`.
@@ -37,25 +18,24 @@ public final class AtomicFile {
     private static let block = 4096
     private static let staging = 256 * 1024
 
-    /// Creates the destination's missing parent directories and the temporary file.
-    public init(destination: String, mode: mode_t = 0o644) throws(FileError) {
-        self.destination = destination
-        let directory = destination.parentPath
-        let name = destination.lastPathComponent
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw Self.directoryError(directory)
-        }
-        var temporary = ""
+    /// Creates the temporary file in `directory` (open, `O_PATH` is enough) for `name`.
+    init(directory: Descriptor, name: [UInt8], permissions: UInt32?) throws(FileError.Code) {
+        self.directory = directory
+        self.name = name
+        self.permissions = permissions
+        // The name is cut so the temporary name stays within NAME_MAX whenever the destination's does.
+        let stem = [UInt8(ascii: ".")] + name.prefix(200) + Array(".upload-".utf8)
+        var temporary: [UInt8] = []
         var fd: Int32 = -1
         for _ in 0..<8 {
-            temporary = "\(directory)/.\(name).upload-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-            // O_CLOEXEC at open: a command spawned meanwhile must not inherit the file. The umask applies to `mode`.
-            fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+            temporary = stem + Array(String(UInt32.random(in: 0...UInt32.max), radix: 16).utf8)
+            // O_CLOEXEC at open: a command spawned meanwhile must not inherit the file. The umask applies here.
+            fd = withCPath(temporary) {
+                openat(directory.rawValue, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            }
             if fd >= 0 || errno != EEXIST { break }
         }
-        guard fd >= 0 else { throw FileError(errno: errno) }
+        guard fd >= 0 else { throw FileError.Code(errno: errno) }
         self.temporary = temporary
         self.fd = fd
     }
@@ -69,7 +49,7 @@ public final class AtomicFile {
     /// ends inside a block makes the filesystem zero and rework that block, and small writes pay the page cache's
     /// per-call cost; here, ext4 took 1.1 GB/s in 16 KiB writes, 1.6 GB/s in unaligned 60,000-byte writes and
     /// 2.2–3.9 GB/s in 64–256 KiB writes).
-    public func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+    func write(_ bytes: UnsafeRawBufferPointer) throws(FileError.Code) {
         var rest = bytes
         while let base = rest.baseAddress, !rest.isEmpty {
             if pendingCount == 0 && rest.count >= Self.staging {
@@ -86,55 +66,51 @@ public final class AtomicFile {
         }
     }
 
-    private func flushPending() throws(FileError) {
+    private func flushPending() throws(FileError.Code) {
         try writeAll(UnsafeRawBufferPointer(start: pendingBuffer, count: pendingCount))
         pendingCount = 0
     }
 
     /// Writes all of `bytes`, retrying short writes.
-    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws(FileError.Code) {
         var offset = 0
         while offset < bytes.count {
             let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             if written < 0 {
                 if errno == EINTR { continue }
-                throw FileError(errno: errno)
+                throw FileError.Code(errno: errno)
             }
             offset += written
         }
     }
 
-    /// Moves the complete file into place.
-    public func commit() throws(FileError) {
+    /// Gives the file its permissions and moves it into place.
+    func commit() throws(FileError.Code) {
         guard !committed else { return }
         try flushPending()
+        if let permissions, fchmod(fd, mode_t(permissions)) != 0 { throw FileError.Code(errno: errno) }
         guard close(fd) == 0 else {
             let code = errno
             fd = -1
-            throw FileError(errno: code)
+            throw FileError.Code(errno: code)
         }
         fd = -1
-        guard rename(temporary, destination) == 0 else { throw FileError(errno: errno) }
+        let renamed = withCPath(temporary) { from in
+            withCPath(name) { to in renameat(directory.rawValue, from, directory.rawValue, to) }
+        }
+        guard renamed == 0 else { throw FileError.Code(errno: errno) }
         committed = true
     }
 
     /// Removes the temporary file unless committed.
-    public func abort() {
+    func abort() {
         if fd >= 0 {
             close(fd)
             fd = -1
         }
         if !committed {
-            unlink(temporary)
+            _ = withCPath(temporary) { unlinkat(directory.rawValue, $0, 0) }
             committed = true
         }
-    }
-
-    private static func directoryError(_ directory: String) -> FileError {
-        var info = stat()
-        var path = directory
-        // Find the first existing ancestor: a file standing where a directory must be is the usual cause.
-        while lstat(path, &info) != 0, path != "/" { path = path.parentPath }
-        return (info.st_mode & S_IFMT) == S_IFDIR ? .permissionDenied : .notADirectory
     }
 }

@@ -1,33 +1,11 @@
 import Glibc
 
-/// The files under a `SandboxRoot` as the v1 files API sees them: read, list, write atomically, remove. Every path is
-/// a request path, confined by the root first. Knows nothing of HTTP; failures are `FileTree.Error`, whose messages
-/// never name a host path.
+/// The files under a `SandboxRoot`: every file access of every API goes through here (read, list, test, write
+/// atomically, remove, and the working directory of a command). Every path is a request path, resolved under the
+/// root by descriptors (`Location`) and used through those descriptors. Knows nothing of HTTP; failures are
+/// `FileError`, whose messages never name a host path.
 public struct FileTree: Sendable {
-    /// Why an operation failed.
-    public enum Error: Swift.Error, Equatable, Sendable {
-        /// The real location is outside the root.
-        case escapesRoot
-        /// The path contains a NUL byte, is too long, loops through symlinks, or resolves to bytes that are not UTF-8.
-        case invalidPath
-        case notFound
-        /// A write names an existing directory.
-        case isADirectory
-        /// A write needs a directory where a file stands.
-        case notADirectory
-        /// A directory that is not empty, removed without `recursive`.
-        case notEmpty
-        /// The root itself, removed without `recursive` (with it, only its contents go).
-        case isRoot
-        /// Neither a regular file nor a directory (a FIFO, socket or device).
-        case unsupportedType
-        case permissionDenied
-        case noSpace
-        /// Anything else, as `strerror` describes it.
-        case other(String)
-    }
-
-    /// What `stat` says about a file or directory, reduced to what the API reports.
+    /// What `stat` says about a file or directory, reduced to what the APIs report.
     public struct Status: Equatable, Sendable {
         public var isDirectory: Bool
         public var size: UInt64
@@ -56,8 +34,10 @@ public struct FileTree: Sendable {
         }
     }
 
-    /// One directory entry; a symlink is described by what it points to.
+    /// One directory entry. A symlink is described by what it points to, resolved as a request path would be; one
+    /// that dangles, loops or leads out of the root is left out, so a listing never describes anything outside.
     public struct Entry: Equatable, Sendable {
+        /// The name; bytes that are not UTF-8 are shown as U+FFFD.
         public var name: String
         public var status: Status
     }
@@ -70,200 +50,298 @@ public struct FileTree: Sendable {
         case directory(Status, [Entry])
     }
 
+    /// Where a write goes, checked and resolved (its directory is open) but not created yet.
+    public struct Destination: Sendable {
+        let location: Location
+        let path: String
+    }
+
     public let root: SandboxRoot
 
     public init(root: SandboxRoot) {
         self.root = root
     }
 
-    /// The host path of a request path.
-    public func resolve(_ path: String) throws(Error) -> String {
-        do {
-            return try root.resolve(path)
-        } catch .escapesRoot {
-            throw .escapesRoot
-        } catch {
-            throw .invalidPath
-        }
-    }
-
     /// Opens a regular file, or lists a directory. Anything else is refused without being opened (opening a device
     /// can have effects, and a FIFO would wait for a writer).
-    public func read(_ path: String) throws(Error) -> Contents {
-        let target = try resolve(path)
-        var info = stat()
-        guard stat(target, &info) == 0 else { throw Self.lookupError(errno) }
-        if info.st_mode & S_IFMT == S_IFDIR {
-            return .directory(Status(info), try entries(of: target, requestPath: path))
+    public func read(_ path: String) throws(FileError) -> Contents {
+        try attempt(path) { () throws(FileError.Code) in
+            let location = try root.locate(path)
+            guard location.tail.isEmpty else {
+                let (fd, status) = try openRegularFile(location)
+                return .file(fd: fd, status)
+            }
+            guard let info = location.status() else { throw .notFound }
+            return .directory(Status(info), try entries(location))
         }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw .unsupportedType }
-        // O_NONBLOCK: should a FIFO replace the file meanwhile, opening it must not wait; regular files ignore it.
-        let fd = open(target, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { throw Self.lookupError(errno) }
-        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
-            close(fd)
-            throw .unsupportedType
-        }
-        return .file(fd: fd, Status(info))
     }
 
-    /// Where a write of `path` goes: the resolved destination, checked not to be a directory. Nothing is created yet.
-    public func destination(_ path: String) throws(Error) -> String {
-        let target = try resolve(path)
-        var info = stat()
-        if stat(target, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR { throw .isADirectory }
-        return target
+    /// Opens a regular file for reading; the caller owns `fd`. A directory is `.isADirectory`.
+    public func openFile(_ path: String) throws(FileError) -> (fd: Int32, status: Status) {
+        try attempt(path) { () throws(FileError.Code) in
+            let location = try root.locate(path)
+            guard !location.tail.isEmpty else { throw .isADirectory }
+            return try openRegularFile(location)
+        }
     }
 
-    /// Starts an atomic write of `destination` (from `destination(_:)`): missing parents are created, the bytes go to
-    /// a temporary file next to it, and `commit()` renames it into place with exactly `permissions`.
-    public func create(_ destination: String, permissions: UInt32) throws(Error) -> NewFile {
-        do {
-            return NewFile(file: try AtomicFile(destination: destination, mode: mode_t(permissions)), permissions)
+    /// A directory's entries, sorted by name (byte order).
+    public func list(_ path: String) throws(FileError) -> [Entry] {
+        try attempt(path) { () throws(FileError.Code) in
+            let location = try root.locate(path)
+            guard location.tail.isEmpty else { throw location.exists ? .notADirectory : .notFound }
+            return try entries(location)
+        }
+    }
+
+    /// Whether something (of any kind) exists at `path`; a name too long to exist does not.
+    public func exists(_ path: String) throws(FileError) -> Bool {
+        try attempt(path) { () throws(FileError.Code) in
+            do throws(FileError.Code) {
+                return try root.locate(path).exists
+            } catch .nameTooLong {
+                return false
+            }
+        }
+    }
+
+    /// A directory to run a command in, open (`fchdir` needs nothing else), and its host path for display.
+    public func workingDirectory(_ path: String) throws(FileError) -> (descriptor: Descriptor, path: String) {
+        try attempt(path) { () throws(FileError.Code) in
+            let location = try root.locate(path)
+            guard location.tail.isEmpty else { throw location.exists ? .notADirectory : .notFound }
+            return (location.directory, location.hostPath)
+        }
+    }
+
+    /// Where a write of `path` goes. Everything that would refuse it is checked here, before anything is created:
+    /// confinement, an existing directory (the root included) at `path`, a file where a directory is needed, names
+    /// longer than `NAME_MAX`, and a path longer than `PATH_MAX` (such a file could not be reached by path).
+    public func destination(_ path: String) throws(FileError) -> Destination {
+        try attempt(path) { () throws(FileError.Code) in
+            let location = try root.locate(path)
+            guard !location.tail.isEmpty else { throw .isADirectory }
+            if location.tail.count > 1 && location.tailStatus != nil { throw .notADirectory }
+            guard location.tail.allSatisfy({ $0.count <= Int(NAME_MAX) }), location.hostPathLength < Int(PATH_MAX)
+            else { throw .nameTooLong }
+            return Destination(location: location, path: path)
+        }
+    }
+
+    /// Starts an atomic write of `destination`: missing parents are created (`mkdirat`, and removed again if the
+    /// write fails or is aborted), the bytes go to a temporary file next to it, and `commit()` renames it into
+    /// place, with exactly `permissions` when given (else 0644 under the umask).
+    public func create(_ destination: Destination, permissions: UInt32?) throws(FileError) -> NewFile {
+        var created: [(directory: Descriptor, name: [UInt8])] = []
+        do throws(FileError.Code) {
+            var directory = destination.location.directory
+            for name in destination.location.tail.dropLast() {
+                let made = withCPath(name) { mkdirat(directory.rawValue, $0, 0o777) } == 0
+                if made {
+                    created.append((directory, name))
+                } else if errno != EEXIST {
+                    throw FileError.Code(errno: errno)
+                }
+                // O_NOFOLLOW: a symlink put in its place meanwhile is not entered (ELOOP or ENOTDIR).
+                let fd = withCPath(name) {
+                    openat(directory.rawValue, $0, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                }
+                guard fd >= 0 else {
+                    throw [ELOOP, ENOTDIR].contains(errno) ? .notADirectory : FileError.Code(errno: errno)
+                }
+                directory = Descriptor(fd)
+            }
+            let file = try AtomicFile(
+                directory: directory, name: destination.location.tail.last!, permissions: permissions)
+            return NewFile(file: file, createdDirectories: created, path: destination.path)
         } catch {
-            throw Self.writeError(error)
+            NewFile.removeDirectories(created)
+            throw FileError(error, path: destination.path)
         }
     }
 
     /// Removes a file or directory (a directory with its contents when `recursive`). The root itself is never
-    /// removed: with `recursive` its contents are.
-    public func remove(_ path: String, recursive: Bool) throws(Error) {
-        let target = try resolve(path)
-        var info = stat()
-        guard lstat(target, &info) == 0 else { throw Self.lookupError(errno) }
-        guard info.st_mode & S_IFMT == S_IFDIR else {
-            guard unlink(target) == 0 else { throw Self.removeError(errno) }
-            return
+    /// removed: with `recursive` its contents are. A symlink is resolved first, as for every path.
+    public func remove(_ path: String, recursive: Bool) throws(FileError) {
+        try attempt(path) { () throws(FileError.Code) in
+            let location = try root.locate(path)
+            guard location.tail.isEmpty else {
+                guard location.exists else { throw .notFound }
+                let removed = withCPath(location.tail[0]) { unlinkat(location.directory.rawValue, $0, 0) }
+                guard removed == 0 else { throw Self.removeError(errno) }
+                return
+            }
+            if location.isRoot {
+                guard recursive else { throw .isRoot }
+                try Self.removeContents(of: location.directory)
+                return
+            }
+            if recursive { try Self.removeContents(of: location.directory) }
+            let parent = try location.parentDirectory()
+            let removed = withCPath(location.levels.last!.name) { unlinkat(parent.rawValue, $0, AT_REMOVEDIR) }
+            guard removed == 0 else { throw Self.removeError(errno) }
         }
-        if target == root.path {
-            guard recursive else { throw .isRoot }
-            try Self.removeContents(of: target)
-            return
-        }
-        if recursive { try Self.removeContents(of: target) }
-        guard rmdir(target) == 0 else { throw Self.removeError(errno) }
     }
 
-    /// The entries of a directory. Symlinks are described by their targets; those that dangle or lead out of the
-    /// root are left out, so a listing never describes anything outside the root.
-    private func entries(of directory: String, requestPath: String) throws(Error) -> [Entry] {
-        guard let stream = opendir(directory) else { throw Self.lookupError(errno) }
-        defer { closedir(stream) }
-        var entries: [Entry] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
-            }
-            guard name != "." && name != ".." else { continue }
-            var info = stat()
-            guard lstat(directory + "/" + name, &info) == 0 else { continue }  // removed meanwhile
-            if info.st_mode & S_IFMT == S_IFLNK {
-                guard let target = try? resolve(requestPath + "/" + name), stat(target, &info) == 0 else { continue }
-            }
-            entries.append(Entry(name: name, status: Status(info)))
+    /// Runs `body`, giving its error the request path.
+    private func attempt<T>(_ path: String, _ body: () throws(FileError.Code) -> T) throws(FileError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw FileError(error, path: path)
         }
-        return entries.sorted { Array($0.name.utf8).lexicographicallyPrecedes($1.name.utf8) }
+    }
+
+    /// Opens `tail[0]` of a location for reading, if it is a regular file. It is opened by name relative to the
+    /// directory with `O_NOFOLLOW` (a symlink swapped in meanwhile fails) and checked again once open.
+    private func openRegularFile(_ location: Location) throws(FileError.Code) -> (fd: Int32, status: Status) {
+        guard location.tail.count == 1, let info = location.tailStatus else { throw .notFound }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw .unsupportedType }
+        // O_NONBLOCK: should a FIFO be swapped in meanwhile, opening it must not wait; regular files ignore it.
+        let fd = withCPath(location.tail[0]) {
+            openat(location.directory.rawValue, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+        }
+        guard fd >= 0 else {
+            let code = errno
+            throw code == ELOOP || code == ENOTDIR ? .notFound : FileError.Code(errno: code)
+        }
+        var opened = stat()
+        guard fstat(fd, &opened) == 0, opened.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw .unsupportedType
+        }
+        return (fd, Status(opened))
+    }
+
+    /// The entries of the directory a location names, each described as `Entry` says.
+    private func entries(_ location: Location) throws(FileError.Code) -> [Entry] {
+        let fd = openat(location.directory.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError.Code(errno: errno) }
+        guard let stream = fdopendir(fd) else {
+            let code = errno
+            close(fd)
+            throw FileError.Code(errno: code)
+        }
+        defer { closedir(stream) }
+        var entries: [(name: [UInt8], status: Status)] = []
+        while let entry = readdir(stream) {
+            let name = Self.name(of: entry)
+            guard name != [UInt8(ascii: ".")] && name != [UInt8(ascii: "."), UInt8(ascii: ".")] else { continue }
+            var info = stat()
+            guard withCPath(name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else { continue }
+            if info.st_mode & S_IFMT == S_IFLNK {
+                var target = location
+                guard (try? target.follow(name[...])) != nil, target.isInsideRoot, let resolved = target.status()
+                else { continue }
+                info = resolved
+            }
+            entries.append((name, Status(info)))
+        }
+        return entries.sorted { $0.name.lexicographicallyPrecedes($1.name) }.map {
+            Entry(name: String(decoding: $0.name, as: UTF8.self), status: $0.status)
+        }
+    }
+
+    /// A directory entry's name, as bytes.
+    private static func name(of entry: UnsafeMutablePointer<dirent>) -> [UInt8] {
+        withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            Array(raw.prefix { $0 != 0 })
+        }
     }
 
     /// Empties a directory without following symlinks: each level is opened with `O_NOFOLLOW` relative to its
     /// parent's descriptor, so a link swapped in meanwhile is removed, never entered.
-    private static func removeContents(of directory: String) throws(Error) {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    private static func removeContents(of directory: Descriptor) throws(FileError.Code) {
+        let fd = openat(directory.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw removeError(errno) }
         try removeContents(ofDirectory: fd)
     }
 
     /// Empties the directory open as `fd` and closes `fd`.
-    private static func removeContents(ofDirectory fd: Int32) throws(Error) {
+    private static func removeContents(ofDirectory fd: Int32) throws(FileError.Code) {
         guard let stream = fdopendir(fd) else {
             let code = errno
             close(fd)
             throw removeError(code)
         }
         defer { closedir(stream) }
-        var children: [(name: String, isDirectory: Bool)] = []
+        var children: [(name: [UInt8], isDirectory: Bool)] = []
         while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
-            }
-            guard name != "." && name != ".." else { continue }
+            let name = self.name(of: entry)
+            guard name != [UInt8(ascii: ".")] && name != [UInt8(ascii: "."), UInt8(ascii: ".")] else { continue }
             var isDirectory = entry.pointee.d_type == DT_DIR
             if entry.pointee.d_type == DT_UNKNOWN {
                 var info = stat()
-                isDirectory = fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 && info.st_mode & S_IFMT == S_IFDIR
+                isDirectory =
+                    withCPath(name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0
+                    && info.st_mode & S_IFMT == S_IFDIR
             }
             children.append((name, isDirectory))
         }
         for child in children {
             if child.isDirectory {
-                let childFD = openat(fd, child.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                let childFD = withCPath(child.name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                 guard childFD >= 0 else {
                     if errno == ENOENT { continue }
                     throw removeError(errno)
                 }
                 try removeContents(ofDirectory: childFD)
             }
-            if unlinkat(fd, child.name, child.isDirectory ? AT_REMOVEDIR : 0) != 0 && errno != ENOENT {
+            let removed = withCPath(child.name) { unlinkat(fd, $0, child.isDirectory ? AT_REMOVEDIR : 0) }
+            if removed != 0 && errno != ENOENT {
                 throw removeError(errno)
             }
         }
     }
 
-    /// Errors of looking a path up for reading or removal: a file where a directory should be means "not found".
-    private static func lookupError(_ code: Int32) -> Error {
-        switch code {
-        case ENOENT, ENOTDIR: .notFound
-        case ELOOP, ENAMETOOLONG: .invalidPath
-        case EACCES, EPERM: .permissionDenied
-        default: .other(String(cString: strerror(code)))
-        }
-    }
-
-    private static func removeError(_ code: Int32) -> Error {
+    private static func removeError(_ code: Int32) -> FileError.Code {
         switch code {
         case ENOTEMPTY, EEXIST: .notEmpty
-        case EROFS: .permissionDenied
-        default: lookupError(code)
-        }
-    }
-
-    static func writeError(_ error: FileError) -> Error {
-        switch error {
-        case .notFound: .notFound
-        case .notADirectory: .notADirectory
-        case .isADirectory: .isADirectory
-        case .noSpace: .noSpace
-        case .permissionDenied: .permissionDenied
-        case .nameTooLong: .invalidPath
-        case .other(let message): .other(message)
+        case ENOTDIR: .notFound
+        default: FileError.Code(errno: code)
         }
     }
 }
 
 extension FileTree {
-    /// A file being written: invisible until `commit()`, gone after `abort()`.
+    /// A file being written: invisible until `commit()`, gone after `abort()` (with the parents its creation made).
     public final class NewFile {
         private let file: AtomicFile
-        private let permissions: UInt32
+        private var createdDirectories: [(directory: Descriptor, name: [UInt8])]
+        private let path: String
 
-        init(file: AtomicFile, _ permissions: UInt32) {
+        init(file: AtomicFile, createdDirectories: [(directory: Descriptor, name: [UInt8])], path: String) {
             self.file = file
-            self.permissions = permissions
+            self.createdDirectories = createdDirectories
+            self.path = path
         }
 
-        public func write(_ bytes: UnsafeRawBufferPointer) throws(FileTree.Error) {
-            do { try file.write(bytes) } catch { throw FileTree.writeError(error) }
+        deinit {
+            abort()
         }
 
-        /// Moves the file into place and gives it its permissions. `AtomicFile` creates it subject to the umask, so
-        /// the exact bits are set right after the rename, without following a symlink swapped in meanwhile.
-        public func commit() throws(FileTree.Error) {
-            do { try file.commit() } catch { throw FileTree.writeError(error) }
-            if fchmodat(AT_FDCWD, file.destination, mode_t(permissions), AT_SYMLINK_NOFOLLOW) != 0 {
-                throw FileTree.writeError(FileError(errno: errno))
+        public func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+            do { try file.write(bytes) } catch { throw FileError(error, path: path) }
+        }
+
+        /// Moves the file into place.
+        public func commit() throws(FileError) {
+            do { try file.commit() } catch { throw FileError(error, path: path) }
+            createdDirectories = []
+        }
+
+        /// Removes the temporary file and the directories created for it (those still empty). Safe after `commit`.
+        public func abort() {
+            file.abort()
+            Self.removeDirectories(createdDirectories)
+            createdDirectories = []
+        }
+
+        /// Removes directories created for a write, deepest first, where they are still empty.
+        static func removeDirectories(_ directories: [(directory: Descriptor, name: [UInt8])]) {
+            for (directory, name) in directories.reversed() {
+                _ = withCPath(name) { unlinkat(directory.rawValue, $0, AT_REMOVEDIR) }
             }
         }
-
-        public func abort() { file.abort() }
     }
 }
