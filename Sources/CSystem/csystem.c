@@ -51,7 +51,7 @@ static int spawn_child(const csystem_spawn_request *r) {
             }
         }
     }
-    if (chdir(r->cwd) < 0) return errno;
+    if ((r->cwd_fd >= 0 ? fchdir(r->cwd_fd) : chdir(r->cwd)) < 0) return errno;
     if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0) {
         for (int fd = 3; fd < 65536; fd++) close(fd);  // kernels before 5.9
     }

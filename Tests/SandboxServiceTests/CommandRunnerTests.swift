@@ -247,6 +247,23 @@ private func statusMask(_ name: String, in status: String) -> UInt64? {
         #expect(result.stdoutText == directory.path + "\n")
     }
 
+    @Test func anOpenWorkingDirectoryIsEnteredWithoutLookingItUpAgain() async throws {
+        // The directory the Files layer resolved is the one the command starts in, even when its name has been
+        // swapped for a symlink to the outside since: the child changes to the descriptor, not to the path.
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        try FileManager.default.createDirectory(
+            atPath: directory.file("root/checked"), withIntermediateDirectories: true)
+        let resolved = try FileTree(root: try SandboxRoot(path: directory.file("root"))).workingDirectory("checked")
+        try FileManager.default.moveItem(atPath: directory.file("root/checked"), toPath: directory.file("root/moved"))
+        try FileManager.default.createSymbolicLink(atPath: directory.file("root/checked"), withDestinationPath: "/")
+        var given = spec(["pwd", "-P"], in: directory)
+        given.cwd = resolved.path
+        given.directory = resolved.descriptor
+        let result = try await run(given)
+        #expect(result.stdoutText == directory.file("root/moved") + "\n")
+    }
+
     @Test func environmentIsExactlyTheGivenOne() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }

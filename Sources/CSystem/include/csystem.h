@@ -14,8 +14,9 @@ typedef struct {
     int candidate_count;
     char *const *argv;
     char *const *envp;
-    /// The child's working directory.
+    /// The child's working directory: the open directory `cwd_fd` (`fchdir`), or the path `cwd` when it is -1.
     const char *cwd;
+    int cwd_fd;
     /// With a terminal path the child leads a new session and opens the terminal as 0, 1 and 2 (it becomes the
     /// controlling terminal); without one it leads a new process group and gets the three descriptors below.
     const char *terminal;

@@ -96,7 +96,8 @@ extension LegacyAPI {
             return .failed(message: "Failed to execute command: embedded null byte", exitCode: 1)
         }
         let timeout = min(body.timeout ?? maxTimeout, maxTimeout)
-        let spec = CommandSpec(argv: argv, cwd: root.path, environment: environment, timeout: timeout)
+        var spec = CommandSpec(argv: argv, cwd: root.path, environment: environment, timeout: timeout)
+        spec.directory = root.descriptor
         do {
             return .started(try runner.start(spec, sink: makeSink(timeout)))
         } catch {

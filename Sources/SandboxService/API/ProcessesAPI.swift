@@ -135,6 +135,7 @@ public struct ProcessesAPI: Sendable {
             argv: body.argv, cwd: cwd.path,
             environment: StartRequest.environment(base: environment, applying: body.environment),
             timeout: body.timeout)
+        spec.directory = cwd.descriptor
         spec.stdin = body.stdin
         spec.terminal = body.terminal
         let process: ManagedProcess
@@ -161,7 +162,8 @@ public struct ProcessesAPI: Sendable {
         return .response(HTTPResponse(status: 204, body: .bytes([])))
     }
 
-    /// The working directory: a directory under the root (symlinks resolved).
+    /// The working directory: a directory under the root (symlinks resolved), open, so the child enters exactly
+    /// the directory that was checked.
     private func directory(_ path: String) throws(APIError) -> (descriptor: Descriptor, path: String) {
         do {
             return try FileTree(root: root).workingDirectory(path)

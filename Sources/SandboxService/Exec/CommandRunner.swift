@@ -5,7 +5,11 @@ import Synchronization
 /// What to run: everything already validated and resolved by the caller (argv split, cwd confined to the root).
 public struct CommandSpec: Sendable {
     public var argv: [String]
+    /// The working directory's path: what the child changes to when `directory` is nil, for display otherwise.
     public var cwd: String
+    /// The working directory, open (as the Files layer resolved it); the child changes into it with `fchdir`, so
+    /// nothing is looked up by path again.
+    public var directory: Descriptor?
     /// `KEY=value` strings, the whole environment of the child.
     public var environment: [String]
     /// Seconds before the process tree is killed; `nil` runs without a limit.
@@ -119,7 +123,8 @@ public final class CommandRunner: Sendable {
                 streams = try ChildStreams(stdinPipe: spec.stdin, terminal: spec.terminal)
                 do throws(SpawnError) {
                     let pid = try spawnProcess(
-                        argv: spec.argv, cwd: spec.cwd, environment: environment, streams: streams)
+                        argv: spec.argv, cwd: spec.cwd, cwdDescriptor: spec.directory?.rawValue ?? -1,
+                        environment: environment, streams: streams)
                     streams.closeChildEnds()
                     return pid
                 } catch {

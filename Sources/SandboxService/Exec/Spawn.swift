@@ -92,8 +92,9 @@ func setCloseOnExec(_ fd: Int32) {
     _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
 }
 
-/// Starts `argv` with `csystem_spawn` (vfork and exec), in `cwd`, with default signal dispositions and an empty signal
-/// mask whatever the server itself ignores or blocks, and no descriptor but 0, 1 and 2. It leads a new process
+/// Starts `argv` with `csystem_spawn` (vfork and exec), in the open directory `cwdDescriptor` (`fchdir`; the path
+/// `cwd` when it is -1), with default signal dispositions and an empty signal mask whatever the server itself ignores
+/// or blocks, and no descriptor but 0, 1 and 2. It leads a new process
 /// group, or with a terminal a new session whose controlling terminal that is. The program is looked up in the
 /// server's PATH, as `execvp` does (`ProgramLocator`).
 ///
@@ -101,7 +102,7 @@ func setCloseOnExec(_ fd: Int32) {
 /// `posix_spawn` does the same work but resets all 64 signals in the child and maps a new stack per spawn; this does
 /// only what sandboxd needs (about 30 µs less per command on the development machine).
 func spawnProcess(
-    argv: [String], cwd: String, environment: [String], streams: ChildStreams,
+    argv: [String], cwd: String, cwdDescriptor: Int32 = -1, environment: [String], streams: ChildStreams,
     locator: ProgramLocator = .shared
 ) throws(SpawnError) -> pid_t {
     guard let program = argv.first, !program.isEmpty else { throw .notFound(argv.first ?? "") }
@@ -118,7 +119,7 @@ func spawnProcess(
                                 candidates: UnsafePointer(OpaquePointer(cCandidates.baseAddress)),
                                 candidate_count: Int32(candidates.count), argv: cArgv.baseAddress,
                                 envp: cEnv.baseAddress,
-                                cwd: cCwd, terminal: cTerminal, stdin_fd: streams.childStdin,
+                                cwd: cCwd, cwd_fd: cwdDescriptor, terminal: cTerminal, stdin_fd: streams.childStdin,
                                 stdout_fd: streams.childStdout, stderr_fd: streams.childStderr,
                                 reset_signals: signals.baseAddress, reset_count: Int32(signals.count),
                                 executed: &executed)
