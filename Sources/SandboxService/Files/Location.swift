@@ -113,7 +113,7 @@ struct Location: Sendable {
                 }
             } else if isParent {
                 try ascend()
-            } else if let target = try step(name) {
+            } else if let target = try step(name, isLast: pending.isEmpty) {
                 linksFollowed += 1
                 guard linksFollowed <= Self.maxLinks else { throw .tooManyLinks }
                 if target.first == slash { restartAtFilesystemRoot() }
@@ -131,7 +131,24 @@ struct Location: Sendable {
 
     /// Looks `name` up in `directory`: enters a directory, returns a symlink's target, or starts the tail with a
     /// file of another kind or a name that does not exist.
-    private mutating func step(_ name: ArraySlice<UInt8>) throws(FileError.Code) -> [UInt8]? {
+    private mutating func step(_ name: ArraySlice<UInt8>, isLast: Bool) throws(FileError.Code) -> [UInt8]? {
+        if isLast {
+            // The last name is usually a file: one `fstatat` says so, and nothing needs to be held open for it (it
+            // is opened later by name, with `O_NOFOLLOW`). A directory or symlink is looked up as below.
+            var info = stat()
+            if withCPath(name, { fstatat(directory.rawValue, $0, &info, AT_SYMLINK_NOFOLLOW) }) != 0 {
+                let code = errno
+                guard code == ENOENT else { throw Self.lookupError(code) }
+                tail = [Array(name)]
+                return nil
+            }
+            let type = info.st_mode & S_IFMT
+            if type != S_IFDIR && type != S_IFLNK {
+                tail = [Array(name)]
+                tailStatus = info
+                return nil
+            }
+        }
         let fd = withCPath(name) { openat(directory.rawValue, $0, O_PATH | O_NOFOLLOW | O_CLOEXEC) }
         guard fd >= 0 else {
             let code = errno
