@@ -8,17 +8,3 @@ extension StringProtocol {
         return String(self[first...last])
     }
 }
-
-extension String {
-    /// The part before the last `/` ("." for a bare name, "/" for a file in the root directory).
-    var parentPath: String {
-        guard let slash = lastIndex(of: "/") else { return "." }
-        return slash == startIndex ? "/" : String(self[..<slash])
-    }
-
-    /// The part after the last `/`.
-    var lastPathComponent: String {
-        guard let slash = lastIndex(of: "/") else { return self }
-        return String(self[index(after: slash)...])
-    }
-}
