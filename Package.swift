@@ -14,10 +14,10 @@ let package = Package(
             pkgConfig: "libmicrohttpd",
             providers: [.apt(["libmicrohttpd-dev"])]
         ),
-        .target(name: "CSystem"),
+        .target(name: "CSandboxd"),
         .target(
             name: "SandboxService",
-            dependencies: ["CMicroHTTPD", "CSystem", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CMicroHTTPD", "CSandboxd", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "sandboxd",

@@ -1,4 +1,4 @@
-import CSystem
+import CSandboxd
 import Glibc
 import Synchronization
 

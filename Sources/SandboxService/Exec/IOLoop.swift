@@ -1,5 +1,5 @@
 import FoundationEssentials
-import CSystem
+import CSandboxd
 import Glibc
 import Synchronization
 

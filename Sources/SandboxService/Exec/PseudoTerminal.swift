@@ -1,4 +1,4 @@
-import CSystem
+import CSandboxd
 import Glibc
 
 /// A new pseudo-terminal: the server keeps the master side, the command opens `childPath` as its terminal.

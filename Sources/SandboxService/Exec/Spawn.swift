@@ -1,4 +1,4 @@
-import CSystem
+import CSandboxd
 import Glibc
 
 /// Why a command could not be started. The HTTP layer turns these into shell-style exit codes.

@@ -1,4 +1,4 @@
-import CSystem
+import CSandboxd
 import FoundationEssentials
 import Glibc
 import Logging
