@@ -5,7 +5,6 @@ let package = Package(
     name: "sandboxd",
     products: [.executable(name: "sandboxd", targets: ["sandboxd"])],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
@@ -23,7 +22,6 @@ let package = Package(
             name: "sandboxd",
             dependencies: [
                 "SandboxService",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -5,39 +5,6 @@ import Logging
 
 /// sandboxd assembled: the sandbox root, the command runner, the routes and the HTTP front.
 public final class SandboxServer: Sendable {
-    public struct Options: Sendable {
-        public var host = "0.0.0.0"
-        public var port: UInt16 = 8000
-        public var root = "/app"
-        /// Cap and default for command timeouts, in seconds.
-        public var maxTimeout: Double = 300
-        /// libmicrohttpd polling threads.
-        public var threads = 2
-        /// Environment variables commands never see.
-        public var secretVariables: Set<String> = ["SANDBOX_API_TOKEN"]
-        /// Prefix of the environment variables `GET /v1/metadata` serves; blank means `SANDBOX_`.
-        public var metadataPrefix = FilesV1API.defaultMetadataPrefix
-        /// Bytes of stdout and of stderr `/execute` keeps per command.
-        public var maxOutputBytes = 16 << 20
-        /// Cap on upload and file write bodies, in bytes; nil for none.
-        public var maxUploadBytes: Int?
-        /// Concurrent connections; more are refused.
-        public var maxConnections = 1024
-        /// Seconds an idle or slow connection (no bytes from the client) is kept.
-        public var idleTimeout = 60
-        /// Seconds running requests get to finish after SIGTERM before commands are terminated.
-        public var shutdownTimeout: Double = 10
-        /// When set, every endpoint but `GET /` needs `Authorization: Bearer <token>`.
-        public var token: String?
-        /// Every child of this process is sandboxd's (true for the binary, not for a host embedding the library):
-        /// shutdown then also ends orphans that carry no command marker.
-        public var ownsAllChildren = false
-        /// Request log lines carry their fields as metadata (for a JSON log handler).
-        public var structuredLogs = false
-
-        public init() {}
-    }
-
     public static let version = "0.1.0"
 
     public let root: SandboxRoot
@@ -89,7 +56,8 @@ public final class SandboxServer: Sendable {
             })
         var configuration = HTTPServer.Configuration(
             host: options.host, port: options.port, threads: options.threads, connectionLimit: options.maxConnections,
-            idleTimeout: options.idleTimeout, bearerToken: options.token, maxUploadBytes: options.maxUploadBytes)
+            idleTimeout: Int(options.idleTimeout.rounded(.up)), bearerToken: options.token,
+            maxUploadBytes: options.maxUploadBytes)
         configuration.structuredLogs = options.structuredLogs
         http = HTTPServer(configuration: configuration, router: router, logger: logger, metrics: metrics)
     }

@@ -1,0 +1,94 @@
+extension SandboxServer {
+    /// Every setting of the server, with its default. The command line and the environment are read into it by
+    /// `Options.parse`, from one declaration per option (`Options.declarations`).
+    public struct Options: Sendable {
+        /// Listen address of every listener.
+        public var host = "0.0.0.0"
+        /// Port of the HTTP listener; 0 picks a free one.
+        public var port: UInt16 = 8000
+        public var root = "/app"
+        /// Cap and default for command timeouts, in seconds.
+        public var maxTimeout: Double = 300
+        /// libmicrohttpd polling threads.
+        public var threads = 2
+        /// Environment variables commands never see.
+        public var secretVariables: Set<String> = ["SANDBOX_API_TOKEN"]
+        /// Prefix of the environment variables `GET /v1/metadata` serves.
+        public var metadataPrefix = "SANDBOX_"
+        /// Bytes of stdout and of stderr `/execute` keeps per command.
+        public var maxOutputBytes = 16 << 20
+        /// Cap on upload and file write bodies, in bytes; nil for none.
+        public var maxUploadBytes: Int?
+        /// Concurrent connections; more are refused.
+        public var maxConnections = 1024
+        /// Seconds an idle or slow connection (no bytes from the client) is kept.
+        public var idleTimeout: Double = 60
+        /// Seconds running requests get to finish after SIGTERM before commands are terminated.
+        public var shutdownTimeout: Double = 10
+        /// When set, every endpoint but `GET /` needs `Authorization: Bearer <token>`.
+        public var token: String?
+        /// Log lines as text or one JSON object each.
+        public var logFormat = LogFormat.text
+        /// Every child of this process is sandboxd's (true for the binary, not for a host embedding the library):
+        /// shutdown then also ends orphans that carry no command marker.
+        public var ownsAllChildren = false
+
+        public init() {}
+
+        public enum LogFormat: String, Sendable, CaseIterable {
+            case text, json
+        }
+
+        /// Request log lines carry their fields as metadata (for a JSON log handler).
+        public var structuredLogs: Bool { logFormat == .json }
+    }
+}
+
+extension SandboxServer.Options {
+    /// The options of the command line, each declared once: its names (the first is shown; the others are aliases,
+    /// such as the Go daemon's), its environment variable, what it means, and where its value goes. The help text
+    /// and the defaults it shows come from here.
+    public static let declarations: [OptionDeclaration] = [
+        .init(
+            ["host", "listen-host"], env: "SANDBOX_HOST", \.host,
+            "Listen address of every listener; '::' listens on IPv6 and IPv4, 127.0.0.1 on loopback only."),
+        .init(
+            ["port", "rest-port"], env: "SANDBOX_PORT", \.port, "HTTP listen port; 0 picks a free one (logged)."),
+        .init(
+            ["root", "root-dir"], env: "SANDBOX_BASE_DIR", \.root,
+            "The sandbox root: cwd of every command, the only tree the file endpoints touch; created if missing."),
+        .init(
+            ["max-timeout"], env: "SANDBOX_EXEC_TIMEOUT_SECONDS", \.maxTimeout,
+            "Cap and default for command timeouts.", check: positive),
+        .init(
+            ["metadata-prefix", "metadata-env-prefix"], env: "SANDBOX_METADATA_PREFIX", \.metadataPrefix,
+            "Prefix of the environment variables GET /v1/metadata serves."),
+        .init(
+            ["max-output-bytes"], \.maxOutputBytes,
+            "Bytes of stdout and of stderr /execute keeps per command; the rest is cut and marked.", check: positive),
+        .init(
+            ["max-upload-bytes"], \.maxUploadBytes, "Largest upload or file write body; larger ones get 413.",
+            check: notNegative),
+        .init(["max-connections"], \.maxConnections, "Concurrent connections; more are refused.", check: positive),
+        .init(
+            ["idle-timeout", "http-idle-timeout"], \.idleTimeout,
+            "How long a connection may stay silent, and the longest a request head may take to arrive.",
+            check: positive),
+        .init(
+            ["shutdown-timeout"], \.shutdownTimeout,
+            "How long running requests get to finish after SIGTERM/SIGINT before commands are ended.",
+            check: notNegative),
+        .init(
+            ["token"], env: "SANDBOX_API_TOKEN", \.token,
+            "Require 'Authorization: Bearer <token>' on every endpoint but GET /."),
+        .init(["log-format"], \.logFormat, "Log lines as text, or json (one JSON object per line)."),
+    ]
+
+    private static func positive<Value: Comparable & Numeric>(_ value: Value) -> String? {
+        value > 0 ? nil : "must be greater than 0"
+    }
+
+    private static func notNegative<Value: Comparable & Numeric>(_ value: Value) -> String? {
+        value >= 0 ? nil : "must not be negative"
+    }
+}
