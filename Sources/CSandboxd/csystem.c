@@ -33,6 +33,8 @@ static int kernel_sigaction(int sig, const struct kernel_sigaction *action, stru
 static int spawn_child(const csystem_spawn_request *r) {
     const struct kernel_sigaction dfl = {.handler = SIG_DFL};
     for (int i = 0; i < r->reset_count; i++) kernel_sigaction(r->reset_signals[i], &dfl, NULL);
+    // The command's orphans stay in its subtree while it lives (kept across execve), so none escapes its tree.
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) return errno;
 
     if (r->terminal) {
         if (setsid() < 0) return errno;
@@ -185,4 +187,15 @@ int csystem_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, in
         events[i] = ready[i].events;
     }
     return count;
+}
+
+pid_t csystem_exited_child(int block) {
+    siginfo_t info;
+    info.si_pid = 0;
+    int options = WEXITED | WNOWAIT | (block ? 0 : WNOHANG);
+    int result;
+    do {
+        result = waitid(P_ALL, 0, &info, options);
+    } while (result < 0 && errno == EINTR && block);
+    return result < 0 ? -1 : info.si_pid;
 }

@@ -328,7 +328,6 @@ def test_string_command_is_split_like_execute(api, procs):
     {"command": "echo", "env": {"A": 1}},
     {"command": "echo", "env": {"A=B": "c"}},
     {"command": "echo", "env": ["A=B"]},
-    {"command": "echo", "env": {"SANDBOXD_TREE": "x"}},
     {"command": "echo", "pty": {"cols": 80}},
     {"command": "echo", "pty": {"cols": 0, "rows": 24}},
     {"command": "echo", "pty": {"cols": 80.5, "rows": 24}},
@@ -670,14 +669,15 @@ def test_delete_kills_the_tree_and_forgets(api, procs, server):
     assert_error(api.request("DELETE", f"/v1/processes/{pid}"), 404, "NOT_FOUND")
 
 
-def test_delete_after_exit_kills_what_the_process_left_behind(api, procs, server):
+def test_what_a_process_left_behind_dies_at_its_exit(api, procs, server):
+    """Every descendant dies with its command: background children in the group and one that left it (`setsid`)
+    are killed when the main process exits, not kept until DELETE."""
     same_machine(server)
     marker = sleep_marker()
-    pid = procs.start(command=["sh", "-c", f"sleep {marker} & echo started"])["id"]
+    pid = procs.start(command=["sh", "-c", f"sleep {marker} & setsid sleep {marker} & echo started"])["id"]
     assert procs.wait(pid)["exit_code"] == 0
-    assert processes_matching(f"sleep {marker}"), "the background sleep outlives its shell"
+    assert wait_until(lambda: not processes_matching(f"sleep {marker}"), 2), processes_matching(marker)
     assert api.request("DELETE", f"/v1/processes/{pid}").status_code == 204
-    assert wait_until(lambda: not processes_matching(f"sleep {marker}"), 10), processes_matching(marker)
 
 
 def test_finished_processes_are_kept_up_to_a_count(api, procs):

@@ -31,7 +31,8 @@ typedef struct {
 } csystem_spawn_request;
 
 /// Starts the program; returns 0 and the pid, or the errno of the step that failed (the child, if any, is reaped
-/// by the caller's reaper). Every descriptor from 3 up is closed in the child; its signal mask is empty.
+/// by the caller's reaper). Every descriptor from 3 up is closed in the child; its signal mask is empty. The child is
+/// a child subreaper (orphans of its descendants are re-parented to it, not to sandboxd, while it lives).
 int csystem_spawn(const csystem_spawn_request *request, pid_t *pid);
 
 /// Writes the signals whose action is not the default (ignored or handled) to `out`; returns how many.
@@ -46,6 +47,10 @@ void csystem_name_thread(const char *name);
 
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphans of the process's descendants are re-parented to it. Returns 0 or -1.
 int csystem_become_child_subreaper(void);
+
+/// `waitid(P_ALL, …, WEXITED | WNOWAIT)`: the pid of a child that has exited, left unreaped (its zombie keeps the pid
+/// and process group id from being reused), or 0 if none has (only without `block`), or -1 with errno.
+pid_t csystem_exited_child(int block);
 
 /// `pipe2(fds, O_CLOEXEC)`: both ends close-on-exec from the start.
 int csystem_pipe(int fds[2]);

@@ -76,9 +76,6 @@ extension ProcessesAPI {
                     guard !name.isEmpty, !name.utf8.contains(UInt8(ascii: "=")), !name.utf8.contains(0) else {
                         throw invalid("\"env\" name \"\(name)\" is not a variable name")
                     }
-                    guard name != ProcessTree.marker else {
-                        throw invalid("\"env\" name \"\(name)\" is reserved by sandboxd")
-                    }
                     switch value {
                     case .null: return EnvironmentChange(name: name, value: nil)
                     case .string(let text) where !text.utf8.contains(0):

@@ -6,30 +6,71 @@ import Synchronization
 /// and, when sandboxd is PID 1 or a subreaper, the orphans the kernel re-parents to it (their status is discarded).
 ///
 /// When SIGCHLD is blocked (the sandboxd binary blocks it before it starts any thread:
-/// `deliverChildExitsToTheIOLoop`), exits arrive on a signalfd watched by the shared I/O loop, which reaps with
-/// `waitpid(-1, WNOHANG)`: a command's output, exit and answer are then handled on one thread. Otherwise (a process
-/// that embeds the service with SIGCHLD unblocked somewhere) one thread blocks in `waitpid(-1)`.
+/// `deliverChildExitsToTheIOLoop`), exits arrive on a signalfd watched by the shared I/O loop, which reaps there: a
+/// command's output, exit and answer are then handled on one thread. Otherwise (a process that embeds the service
+/// with SIGCHLD unblocked somewhere) one thread blocks in `waitid`.
 ///
-/// Spawning takes no lock (concurrent spawns run in parallel): a child that exits before its handler is registered
-/// is kept as "unclaimed" with the time it was reaped, and `spawn` claims it if it was reaped after the spawn began
-/// — so no status is lost, and an orphan that happened to have the same pid earlier is never taken for the new
-/// child.
+/// Every descendant of a command dies with it. A child that has exited is first looked at without reaping it
+/// (`WNOWAIT`): its zombie still holds its pid and process group id, so killing its group then can never hit a
+/// process that reused the id. A command's main process leads its own group, and that group is killed (SIGKILL) when
+/// the main process exits, before it is reaped; what left the group reaches sandboxd as its ancestors die (the main
+/// process is a subreaper while it lives, sandboxd afterwards), and `sweep` kills it.
+///
+/// Spawning takes no exclusive lock (concurrent spawns run in parallel): a child that exits before its handler is
+/// registered is kept as "unclaimed" with the time it was reaped, and `spawn` claims it if it was reaped after the
+/// spawn began — so no status is lost, and an orphan that happened to have the same pid earlier is never taken for
+/// the new child.
 final class ChildReaper: Sendable {
     static let shared = ChildReaper(loop: IOLoop.shared)
 
+    /// A command's main process, as the reaper sees it.
+    struct Child: Sendable {
+        /// The process has exited and is about to be reaped (its group is killed right after this returns). Must
+        /// not block.
+        var exited: @Sendable () -> Void
+        /// The process was reaped: its raw wait status. Must not block.
+        var reaped: @Sendable (Int32) -> Void
+    }
+
     private struct State {
-        var handlers: [pid_t: @Sendable (Int32) -> Void] = [:]
+        var children: [pid_t: Child] = [:]
         var unclaimed: [pid_t: (status: Int32, reapedAt: UInt64)] = [:]
+        /// Spawns between their fork and the registration of the child.
+        var spawning = 0
+        var sweep = SweepState()
+    }
+
+    /// The sweep's schedule: requests are coalesced into one scan, at most one per `sweepInterval` (longer when
+    /// scans are slow).
+    private struct SweepState {
+        var enabled = false
+        var scheduled = false
+        var last: UInt64 = 0
+        /// How long the last scan took, in nanoseconds.
+        var cost: UInt64 = 0
+        /// Scans and the processes they killed, for measurements.
+        var scans = 0
+        var killed = 0
     }
 
     private let state = Mutex(State())
+    private let loop: IOLoop
+    /// Spawns hold it shared from their fork until their child is registered; a sweep holds it exclusively, so it
+    /// never takes a new command's main process for a stray.
+    private let spawnLock = ReadWriteLock()
     /// Signalled on every spawn when there is a reaper thread, which sleeps while sandboxd has no children at all.
     private let childAdded = Semaphore()
     private let onLoop: Bool
     /// Unclaimed statuses older than this belong to orphans, not to a spawn in progress.
     private static let unclaimedLifetime: UInt64 = 10_000_000_000
+    /// The least time between two sweeps: a burst of ended commands costs one scan of /proc per interval, and a
+    /// stray lives at most this long (plus one scan) after its command ended. A scan reads every process's stat
+    /// (about 20 µs each here: 2 ms for 100 processes, 20 ms for 600), so the interval is also at least ten scans
+    /// long: sweeping never takes more than a tenth of the I/O loop.
+    static let sweepInterval: UInt64 = 50_000_000
 
     private init(loop: IOLoop) {
+        self.loop = loop
         let signals = childSignalBlocked.load(ordering: .acquiring) ? csystem_sigchld_fd() : -1
         onLoop = signals >= 0
         guard onLoop else {
@@ -49,27 +90,64 @@ final class ChildReaper: Sendable {
         loop.after(1, sweep)
     }
 
-    /// Runs `spawn` (which returns the new child's pid, or throws) and registers `onExit` for that pid. `onExit`
-    /// receives the raw wait status, on the I/O loop or reaper thread or (if the child already exited) on this one;
-    /// it must not block.
-    func spawn<E: Error>(_ spawn: () throws(E) -> pid_t, onExit: @escaping @Sendable (Int32) -> Void) throws(E) -> pid_t
-    {
+    /// Declares that every child of this process is a command's or a command's leftover (true of the sandboxd
+    /// binary, not of a host that embeds the service and may have children of its own): from now on, whatever is
+    /// re-parented to this process is killed (`sweep`).
+    func killStrays() {
+        state.withLock { $0.sweep.enabled = true }
+    }
+
+    /// Runs `spawn` (which returns the new child's pid, or throws) and registers `child` for that pid. Its callbacks
+    /// run on the I/O loop or reaper thread or (if the child already exited) on this one.
+    func spawn<E: Error>(_ spawn: () throws(E) -> pid_t, child: Child) throws(E) -> pid_t {
         let began = monotonicNanoseconds()
-        let pid = try spawn()
+        spawnLock.lockShared()
+        state.withLock { $0.spawning += 1 }
+        let pid: pid_t
+        do {
+            pid = try spawn()
+        } catch {
+            state.withLock { $0.spawning -= 1 }
+            spawnLock.unlock()
+            throw error
+        }
         let early = state.withLock { state -> Int32? in
+            state.spawning -= 1
             if let exited = state.unclaimed.removeValue(forKey: pid), exited.reapedAt >= began { return exited.status }
-            state.handlers[pid] = onExit
+            state.children[pid] = child
             return nil
         }
+        spawnLock.unlock()
         if !onLoop { childAdded.signal() }
-        if let early { onExit(early) }
+        if let early { child.reaped(early) }
         return pid
+    }
+
+    /// Sweeps so far and the processes they killed (for measurements).
+    var sweepCounts: (scans: Int, killed: Int) { state.withLock { ($0.sweep.scans, $0.sweep.killed) } }
+
+    /// Kills the group of a child that has exited (unreaped), then reaps it and hands its status on.
+    private func reap(_ pid: pid_t) -> Bool {
+        let (child, killsUnknown) = state.withLock { ($0.children[pid], $0.sweep.enabled || $0.spawning > 0) }
+        if let child {
+            // Marked first, so the command sends no signal of its own to the group once it is reaped.
+            child.exited()
+            _ = kill(-pid, SIGKILL)
+        } else if killsUnknown && getpgid(pid) == pid {
+            // A group leader nobody registered: a stray of an ended command, or a command that exited before its
+            // spawn could register it (its group must die with it all the same).
+            _ = kill(-pid, SIGKILL)
+        }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return false }
+        deliver(pid: pid, status: status)
+        return true
     }
 
     /// Hands a reaped status to its command, or keeps it as unclaimed.
     private func deliver(pid: pid_t, status: Int32) {
-        let handler = state.withLock { state -> (@Sendable (Int32) -> Void)? in
-            if let handler = state.handlers.removeValue(forKey: pid) { return handler }
+        let child = state.withLock { state -> Child? in
+            if let child = state.children.removeValue(forKey: pid) { return child }
             let now = monotonicNanoseconds()
             state.unclaimed[pid] = (status, now)
             if state.unclaimed.count > 256 {
@@ -77,30 +155,90 @@ final class ChildReaper: Sendable {
             }
             return nil
         }
-        handler?(status)
+        child?.reaped(status)
     }
 
     /// On the I/O loop: reaps every child that has exited.
     private func reapAvailable() {
+        var reaped = false
         while true {
-            var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
-            guard pid > 0 else { return }
-            deliver(pid: pid, status: status)
+            let pid = csystem_exited_child(0)
+            // A pid that cannot be reaped (a failed spawn's own `waitpid` took it) is not offered again.
+            guard pid > 0, reap(pid) else { break }
+            reaped = true
         }
+        if reaped { requestSweep() }
     }
 
     private func reapForever() {
         while true {
-            var status: Int32 = 0
-            let pid = waitpid(-1, &status, 0)
+            let pid = csystem_exited_child(1)
             if pid > 0 {
-                deliver(pid: pid, status: status)
+                if reap(pid) { requestSweep() }
             } else if errno == ECHILD {
                 childAdded.wait()
             }
         }
     }
+
+    // MARK: Strays
+
+    /// Asks for a sweep soon: after a command ended or any child was reaped (its children are sandboxd's now).
+    /// Requests are coalesced, and sweeps are at least `sweepInterval` apart.
+    func requestSweep() {
+        let delay = state.withLock { state -> Double? in
+            guard state.sweep.enabled, !state.sweep.scheduled else { return nil }
+            state.sweep.scheduled = true
+            let due = state.sweep.last &+ max(Self.sweepInterval, 10 * state.sweep.cost)
+            let now = monotonicNanoseconds()
+            return due > now ? Double(due - now) / 1e9 : 0
+        }
+        guard let delay else { return }
+        if delay == 0 { loop.async { [self] in sweep() } } else { loop.after(delay) { [self] in sweep() } }
+    }
+
+    /// On the I/O loop: kills (SIGKILL) every child of this process that is not a registered command's main process,
+    /// and their descendants. While anything was found, another sweep follows (what was forked meanwhile).
+    private func sweep() {
+        // A spawn in progress has a child that is not registered yet: come back when it is (spawns are short).
+        guard spawnLock.tryLockExclusive() else {
+            loop.after(0.005) { [self] in sweep() }
+            return
+        }
+        let began = monotonicNanoseconds()
+        let keep = state.withLock { Set($0.children.keys) }
+        let strays = ProcessTree.strays(of: getpid(), keeping: keep)
+        for pid in strays { _ = kill(pid, SIGKILL) }
+        spawnLock.unlock()
+        state.withLock { state in
+            state.sweep.scheduled = false
+            state.sweep.last = monotonicNanoseconds()
+            state.sweep.cost = state.sweep.last - began
+            state.sweep.scans += 1
+            state.sweep.killed += strays.count
+        }
+        if !strays.isEmpty { requestSweep() }
+    }
+}
+
+/// A `pthread_rwlock_t` at a stable heap address: shared holders run in parallel, an exclusive one alone.
+final class ReadWriteLock: @unchecked Sendable {
+    // pthread_rwlock functions are thread-safe; the lock lives at a stable address for the object's lifetime.
+    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+
+    init() { pthread_rwlock_init(lock, nil) }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    func lockShared() { pthread_rwlock_rdlock(lock) }
+
+    /// Takes the lock exclusively if nobody holds it; never waits.
+    func tryLockExclusive() -> Bool { pthread_rwlock_trywrlock(lock) == 0 }
+
+    func unlock() { pthread_rwlock_unlock(lock) }
 }
 
 /// Blocks SIGCHLD in the calling thread, and so in every thread it starts afterwards, so that child exits reach the

@@ -82,17 +82,13 @@ public final class CommandRunner: Sendable {
     /// One thread for every pipe read, timer and event of every command: handlers never block, so one loop serves
     /// any number of commands, and each command's events come out in order.
     let loop = IOLoop.shared
-    /// Seconds output is still collected after the main process exited, for descendants that hold the pipes.
-    /// Long enough to drain what was already written, short enough that a background `sleep &` never holds a reply.
+    /// Seconds output is still collected after the main process exited, for descendants that escaped its process
+    /// group and hold the pipes until they are killed. Long enough to drain what was already written, short enough
+    /// that such a holder never holds a reply; after it, one pipe's worth is read and the pipes are closed.
     let drainGrace = 0.1
-    /// Marks every process a command starts (children inherit it), so a tree can be found and killed even after
-    /// parts of it moved to a new session or were re-parented: `ProcessTree.marker` + `<server>-<command>`.
-    let markerPrefix: String
     private let running = Mutex<(next: UInt64, commands: [UInt64: RunningCommand])>((0, [:]))
 
-    public init() {
-        markerPrefix = "\(ProcessTree.marker)=\(String(UInt64.random(in: 1...UInt64.max), radix: 36))-"
-    }
+    public init() {}
 
     private let timeouts = Atomic<Int>(0)
 
@@ -112,10 +108,7 @@ public final class CommandRunner: Sendable {
             state.next += 1
             return state.next
         }
-        let marker = markerPrefix + String(serial)
-        let command = RunningCommand(runner: self, serial: serial, marker: marker, sink: sink)
-        var environment = spec.environment
-        environment.append(marker)
+        let command = RunningCommand(runner: self, serial: serial, sink: sink)
         var streams = ChildStreams()
         let pid = try ChildReaper.shared.spawn(
             { () throws(SpawnError) -> pid_t in
@@ -124,7 +117,7 @@ public final class CommandRunner: Sendable {
                 do throws(SpawnError) {
                     let pid = try spawnProcess(
                         argv: spec.argv, cwd: spec.cwd, cwdDescriptor: spec.directory?.rawValue ?? -1,
-                        environment: environment, streams: streams)
+                        environment: spec.environment, streams: streams)
                     streams.closeChildEnds()
                     return pid
                 } catch {
@@ -132,7 +125,8 @@ public final class CommandRunner: Sendable {
                     throw error
                 }
             },
-            onExit: { status in command.processExited(status: status) })
+            child: ChildReaper.Child(
+                exited: { command.mainProcessExited() }, reaped: { command.processExited(status: $0) }))
         running.withLock { $0.commands[serial] = command }
         command.started(pid: pid, streams: streams, timeout: spec.timeout)
         return command
@@ -142,18 +136,23 @@ public final class CommandRunner: Sendable {
         running.withLock { _ = $0.commands.removeValue(forKey: command.serial) }
     }
 
-    /// Ends every command: SIGTERM to each tree, then SIGKILL to what is left after `grace`, and finally to every
-    /// process this runner ever started that still lives (background descendants included) — and, with
-    /// `includingAllChildren`, to every child of this process (for the sandboxd binary, whose children are all its
+    /// Ends every command: SIGTERM to each process group, then SIGKILL to the groups still there after `grace` (a
+    /// main process's exit kills its group and, in the binary, what escaped it) — and, with `includingAllChildren`,
+    /// to every child of this process and its descendants (for the sandboxd binary, whose children are all its
     /// commands'). Blocks the caller (shutdown only) until the commands have ended, at most `grace` + 2 s.
     public func terminateAll(grace: Double, includingAllChildren: Bool = false) {
-        let commands = running.withLock { Array($0.commands.values) }
-        commands.forEach { $0.killTree(signal: SIGTERM) }
+        running.withLock { Array($0.commands.values) }.forEach { $0.signal(SIGTERM) }
         let deadline = Date().addingTimeInterval(grace)
         while runningCount > 0 && Date() < deadline { usleep(10_000) }
-        ProcessTree.kill(markerPrefix: markerPrefix, signal: SIGKILL)
-        if includingAllChildren { ProcessTree.killAllChildren(signal: SIGKILL) }
+        running.withLock { Array($0.commands.values) }.forEach { $0.cancel() }
         let hardDeadline = Date().addingTimeInterval(2)
+        if includingAllChildren {
+            // Until nothing is left: a process may fork while its parent is being killed.
+            while case let left = ProcessTree.strays(of: getpid(), keeping: []), !left.isEmpty, Date() < hardDeadline {
+                left.forEach { _ = kill($0, SIGKILL) }
+                usleep(10_000)
+            }
+        }
         while runningCount > 0 && Date() < hardDeadline { usleep(10_000) }
     }
 

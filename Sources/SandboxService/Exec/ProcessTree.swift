@@ -1,124 +1,86 @@
-import FoundationEssentials
 import Glibc
 
-/// Finds and signals the processes that belong to a command, from /proc: its process group, every descendant by
-/// parent links, and every process carrying the command's environment marker. The marker catches what the other
-/// two miss: a `setsid` daemon whose parent already exited and which was re-parented away from the command.
+/// Finds processes by their parent links in /proc, reading only each process's `stat` (one short read per process;
+/// never its environment).
+///
+/// Used for what a command leaves behind once its main process is gone: every command's main process is a child
+/// subreaper, so until it exits its descendants stay in its subtree (a `setsid` daemon whose parent died is
+/// re-parented to it); once it has exited they are re-parented to sandboxd. A child of sandboxd that is not a
+/// running command's main process therefore belongs to a command that has ended.
 enum ProcessTree {
-    /// The environment variable every command and its descendants carry (unless they clear their environment).
-    static let marker = "SANDBOXD_TREE"
-
-    /// Signals the tree of `root` (process group and descendants) and every process whose environment holds
-    /// `markerEntry` exactly; repeats a few rounds so children forked meanwhile are caught.
-    static func kill(root: pid_t, markerEntry: String, signal: Int32) {
-        _ = Glibc.kill(-root, signal)
-        for _ in 0..<3 {
-            let members = find(root: root) { $0 == markerEntry }
-            guard !members.isEmpty else { return }
-            members.forEach { _ = Glibc.kill($0, signal) }
-            if signal != SIGKILL { return }
-        }
-    }
-
-    /// Signals every process whose marker starts with `markerPrefix` (all commands of one runner, and whatever they
-    /// left behind), and their descendants. Processes without the marker are never touched, even children of this
-    /// process: sandboxd may be embedded in a host that has children of its own.
-    static func kill(markerPrefix: String, signal: Int32) {
-        for _ in 0..<3 {
-            let members = find(root: -1) { $0.hasPrefix(markerPrefix) }
-            guard !members.isEmpty else { return }
-            members.forEach { _ = Glibc.kill($0, signal) }
-        }
-    }
-
-    /// Signals every process whose environment holds `markerEntry` exactly, and their descendants, and nothing found
-    /// by group or parent pid: for a command that was reaped, whose pid (and so its group id) may be another's now.
-    static func kill(markerEntry: String, signal: Int32) {
-        for _ in 0..<3 {
-            let members = find(root: -1) { $0 == markerEntry }
-            guard !members.isEmpty else { return }
-            members.forEach { _ = Glibc.kill($0, signal) }
-        }
-    }
-
-    /// Signals every child of this process and their descendants: for a process whose children are all its commands'
-    /// (the sandboxd binary, a subreaper), this also ends orphans that carry no marker (a daemon that cleared its
-    /// environment and left its session).
-    static func killAllChildren(signal: Int32) {
-        let me = getpid()
-        for _ in 0..<3 {
-            let members = find(root: me) { _ in false }.filter { $0 != me }
-            guard !members.isEmpty else { return }
-            members.forEach { _ = Glibc.kill($0, signal) }
-        }
-    }
-
-    /// Processes that descend from `root` (and `root` itself), or carry a matching marker, or descend from one that
-    /// does. A `root` of -1 selects by marker alone.
-    private static func find(root: pid_t, markerMatches: (String) -> Bool) -> [pid_t] {
-        let me = getpid()
-        var parents: [pid_t: pid_t] = [:]
-        var marked: Set<pid_t> = []
-        for pid in allPids() where pid != me {
-            guard let parent = parentPid(of: pid) else { continue }
-            parents[pid] = parent
-            if let entry = markerEntry(of: pid), markerMatches(entry) { marked.insert(pid) }
-        }
-        var members = marked
-        var changed = true
-        while changed {
-            changed = false
-            for (pid, parent) in parents where !members.contains(pid) && (parent == root || members.contains(parent)) {
-                members.insert(pid)
-                changed = true
+    /// Every live (not zombie) child of `parent` whose pid is not in `keeping`, and all their live descendants.
+    static func strays(of parent: pid_t, keeping: Set<pid_t>) -> [pid_t] {
+        var children: [pid_t: [pid_t]] = [:]
+        var roots: [pid_t] = []
+        forEachProcess { pid, ppid, state in
+            guard state != UInt8(ascii: "Z") else { return }
+            if ppid == parent {
+                if !keeping.contains(pid) { roots.append(pid) }
+            } else {
+                children[ppid, default: []].append(pid)
             }
         }
-        if parents[root] != nil { members.insert(root) }
-        return Array(members)
+        var found: [pid_t] = []
+        var queue = roots
+        while let pid = queue.popLast() {
+            found.append(pid)
+            queue += children[pid] ?? []
+        }
+        return found
     }
 
-    private static func allPids() -> [pid_t] {
-        guard let directory = opendir("/proc") else { return [] }
+    /// Calls `body` with the pid, parent pid and state letter of every process in /proc.
+    private static func forEachProcess(_ body: (pid_t, pid_t, UInt8) -> Void) {
+        guard let directory = opendir("/proc") else { return }
         defer { closedir(directory) }
-        var pids: [pid_t] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
+        let proc = dirfd(directory)
+        // One buffer for every path ("<pid>/stat", opened beneath /proc) and every stat line: this runs for each
+        // process on every sweep.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { buffer in
+            while let entry = readdir(directory) {
+                let pid = withUnsafeBytes(of: entry.pointee.d_name) { name -> pid_t? in
+                    var value: pid_t = 0
+                    var length = 0
+                    for byte in name {
+                        if byte == 0 { break }
+                        guard (48...57).contains(byte), length < 10 else { return nil }
+                        value = value * 10 + pid_t(byte - 48)
+                        buffer[length] = byte
+                        length += 1
+                    }
+                    guard value > 0 else { return nil }
+                    for byte in "/stat".utf8 {
+                        buffer[length] = byte
+                        length += 1
+                    }
+                    buffer[length] = 0
+                    return value
+                }
+                guard let pid, let (state, ppid) = stat(in: proc, buffer) else { continue }
+                body(pid, ppid, state)
             }
-            if let pid = pid_t(name) { pids.append(pid) }
         }
-        return pids
     }
 
-    /// Field 4 of /proc/<pid>/stat (after the parenthesised command name, which may hold spaces).
-    private static func parentPid(of pid: pid_t) -> pid_t? {
-        guard let stat = readFile("/proc/\(pid)/stat", limit: 4096) else { return nil }
-        guard let close = stat.lastIndex(of: UInt8(ascii: ")")) else { return nil }
-        let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
-        guard fields.count > 1 else { return nil }
-        return pid_t(String(decoding: fields[1], as: UTF8.self))
-    }
-
-    private static func markerEntry(of pid: pid_t) -> String? {
-        guard let environ = readFile("/proc/\(pid)/environ", limit: 1 << 20) else { return nil }
-        let prefix = Array("\(marker)=".utf8)
-        for entry in environ.split(separator: 0) where entry.starts(with: prefix) {
-            return String(decoding: entry, as: UTF8.self)
-        }
-        return nil
-    }
-
-    private static func readFile(_ path: String, limit: Int) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    /// State (field 3) and parent pid (field 4) from the stat file whose path (relative to /proc) is in `buffer`;
+    /// they come right after the parenthesised command name (at most 16 bytes, possibly holding spaces and
+    /// parentheses: the last `)` ends it).
+    private static func stat(in proc: Int32, _ buffer: UnsafeMutableBufferPointer<UInt8>) -> (UInt8, pid_t)? {
+        let fd = buffer.withMemoryRebound(to: CChar.self) { openat(proc, $0.baseAddress!, O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while bytes.count < limit {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }
-            if count <= 0 { break }
-            bytes += chunk[..<count]
+        let count = read(fd, buffer.baseAddress, buffer.count)
+        close(fd)
+        guard count > 0 else { return nil }
+        var close = count - 1
+        while close > 0 && buffer[close] != UInt8(ascii: ")") { close -= 1 }
+        guard buffer[close] == UInt8(ascii: ")"), close + 4 < count else { return nil }
+        let state = buffer[close + 2]
+        var ppid: pid_t = 0
+        var index = close + 4
+        while index < count, (48...57).contains(buffer[index]) {
+            ppid = ppid * 10 + pid_t(buffer[index] - 48)
+            index += 1
         }
-        return bytes
+        return (state, ppid)
     }
 }

@@ -8,6 +8,9 @@ public final class RunningCommand: Sendable {
         var pid: pid_t = 0
         /// Pipes are being watched; the exit may be reaped before this, and must not end the command early.
         var started = false
+        /// The main process has exited (it may not be reaped yet): its group is killed by the reaper, and no signal
+        /// of the command's own goes to a group id that may soon name another group.
+        var mainExited = false
         var outputs: [Output] = []
         var outputPaused = false
         var waitStatus: Int32?
@@ -25,6 +28,9 @@ public final class RunningCommand: Sendable {
         var token: UInt64
         var isStdout: Bool
         var open = true
+        /// Once the drain grace expired: the bytes still to read before the output is closed (what the pipe held
+        /// then). The descriptor is no longer watched.
+        var drainLeft: Int?
     }
 
     /// Bytes written to stdin but not yet accepted by the pipe, and whether EOF was asked for.
@@ -46,8 +52,6 @@ public final class RunningCommand: Sendable {
 
     private let runner: CommandRunner
     let serial: UInt64
-    /// The `SANDBOXD_TREE=…` entry of this command's processes.
-    let marker: String
     private let sink: @Sendable (CommandEvent) -> Void
     private let state = Mutex(State())
     /// Bytes read per pipe event: large enough for throughput, small enough to interleave many commands fairly.
@@ -59,36 +63,31 @@ public final class RunningCommand: Sendable {
     /// Stdin bytes buffered for a command that does not read: beyond this, writes are refused.
     public static let maxPendingStdin = 8 << 20
 
-    init(runner: CommandRunner, serial: UInt64, marker: String, sink: @escaping @Sendable (CommandEvent) -> Void) {
+    init(runner: CommandRunner, serial: UInt64, sink: @escaping @Sendable (CommandEvent) -> Void) {
         self.runner = runner
         self.serial = serial
-        self.marker = marker
         self.sink = sink
     }
 
     /// The process id of the command, which is also its process group id.
     public var pid: pid_t { state.withLock { $0.pid } }
 
-    /// Sends `signal` to the command's process group, while the command has not been reaped.
+    /// Sends `signal` to the command's process group while its main process has not exited. Under the lock that
+    /// the reaper's `mainProcessExited` takes before it reaps: the group id cannot name another group meanwhile.
     public func signal(_ signal: Int32) {
         state.withLock { state in
-            if state.pid > 0 && state.waitStatus == nil { _ = kill(-state.pid, signal) }
+            if state.pid > 0 && !state.mainExited { _ = kill(-state.pid, signal) }
         }
     }
 
-    /// Kills the command's whole tree (process group, descendants, and processes that carry its marker in a new
-    /// session): used on timeout, when nobody is left to read the result, and at shutdown.
-    public func cancel() { killTree(signal: SIGKILL) }
+    /// Kills the command's whole tree: SIGKILL to its process group (the main process included); what left the group
+    /// is killed once the main process is gone (`ChildReaper`). Used on timeout, when nobody is left to read the
+    /// result, on `DELETE` and at shutdown.
+    public func cancel() { signal(SIGKILL) }
 
-    func killTree(signal: Int32) {
-        let (pid, reaped) = state.withLock { ($0.pid, $0.waitStatus != nil) }
-        guard pid > 0 else { return }
-        // Once reaped, the pid (and group id) may already name an unrelated process: go by the marker alone.
-        if reaped {
-            ProcessTree.kill(markerEntry: marker, signal: signal)
-        } else {
-            ProcessTree.kill(root: pid, markerEntry: marker, signal: signal)
-        }
+    /// From the reaper: the main process has exited and is about to be reaped.
+    func mainProcessExited() {
+        state.withLock { $0.mainExited = true }
     }
 
     /// Stops reading the command's output (it blocks once the pipe is full) until `resumeOutput()`.
@@ -97,12 +96,19 @@ public final class RunningCommand: Sendable {
     public func resumeOutput() { setOutputPaused(false) }
 
     private func setOutputPaused(_ paused: Bool) {
-        let tokens = state.withLock { state -> [UInt64] in
-            guard state.outputPaused != paused, !state.finished else { return [] }
+        let (tokens, draining) = state.withLock { state -> ([UInt64], [Int32]) in
+            guard state.outputPaused != paused, !state.finished else { return ([], []) }
             state.outputPaused = paused
-            return state.outputs.filter(\.open).map(\.token)
+            let open = state.outputs.filter(\.open)
+            return (open.filter { $0.drainLeft == nil }.map(\.token), open.filter { $0.drainLeft != nil }.map(\.fd))
         }
         tokens.forEach { runner.loop.setActive($0, !paused) }
+        if !paused && !draining.isEmpty {
+            runner.loop.async { [self] in
+                draining.forEach { drain(fd: $0) }
+                finishIfDone()
+            }
+        }
     }
 
     /// Queues bytes for the command's stdin; they are written in order as the command reads.
@@ -161,7 +167,10 @@ public final class RunningCommand: Sendable {
     /// On the I/O loop (or the reaper thread). When the output already reached EOF (the usual case for a short
     /// command), the exit is delivered right here; otherwise the loop waits for the output, with the drain grace.
     func processExited(status: Int32) {
-        state.withLock { $0.waitStatus = status }
+        state.withLock { state in
+            state.waitStatus = status
+            state.mainExited = true
+        }
         scheduleGraceIfNeeded()
         finishIfDone()
     }
@@ -254,8 +263,9 @@ public final class RunningCommand: Sendable {
         close(fd)
     }
 
-    /// After the main process exits, descendants may keep the pipes open for good; read what is already there
-    /// once the grace expires, then stop listening.
+    /// After the main process exits, its group is killed at once; what left the group and still holds the pipes is
+    /// killed too once it reaches sandboxd (`ChildReaper`), but an embedding host does not do that, and a writer may
+    /// have been quick. So when the grace expires, what the pipe holds then is read, and the output is closed.
     private func scheduleGraceIfNeeded() {
         let shouldSchedule = state.withLock { state -> Bool in
             guard state.started, state.waitStatus != nil, state.outputs.contains(where: \.open),
@@ -271,20 +281,52 @@ public final class RunningCommand: Sendable {
         state.withLock { $0.timers.append(timer) }
     }
 
+    /// The grace expired: each output still open gets a budget of what its pipe holds now (at most its capacity) and
+    /// is no longer watched; it is read up to that budget, as fast as the consumer takes it (a paused output waits
+    /// for `resumeOutput`), and then closed, whatever a writer still adds. Loop thread.
     private func drainAndClose() {
-        let fds = state.withLock { $0.outputs.filter(\.open).map(\.fd) }
-        for fd in fds {
-            while state.withLock({ $0.outputs.contains { $0.fd == fd && $0.open } }) {
-                readAvailable(fd: fd)
-                if !hasPendingInput(fd) { closeOutput(fd: fd) }
+        let loop = runner.loop
+        let fds = state.withLock { state -> [Int32] in
+            for index in state.outputs.indices where state.outputs[index].open && state.outputs[index].drainLeft == nil
+            {
+                var available: Int32 = 0
+                let fd = state.outputs[index].fd
+                state.outputs[index].drainLeft = ioctl(fd, UInt(FIONREAD), &available) == 0 ? Int(max(0, available)) : 0
+                loop.unregister(state.outputs[index].token)
             }
+            return state.outputs.filter { $0.open }.map(\.fd)
         }
+        fds.forEach { drain(fd: $0) }
         finishIfDone()
     }
 
-    private func hasPendingInput(_ fd: Int32) -> Bool {
-        var available: Int32 = 0
-        return ioctl(fd, UInt(FIONREAD), &available) == 0 && available > 0
+    /// Reads what is left of an output's drain budget, unless output is paused; closes it when the budget is spent
+    /// or the pipe reached EOF. At most `pipe capacity / readSize` reads. Loop thread.
+    private func drain(fd: Int32) {
+        while true {
+            let left = state.withLock { state -> Int? in
+                guard !state.outputPaused, let output = state.outputs.first(where: { $0.fd == fd && $0.open }) else {
+                    return nil
+                }
+                return output.drainLeft
+            }
+            guard let left else { return }
+            let count = left > 0 ? read(fd, Self.readBuffer, min(left, Self.readSize)) : 0
+            if count > 0 {
+                let buffer = [UInt8](UnsafeRawBufferPointer(start: Self.readBuffer, count: count))
+                let isStdout = state.withLock { state -> Bool in
+                    guard let index = state.outputs.firstIndex(where: { $0.fd == fd && $0.open }) else { return true }
+                    state.outputs[index].drainLeft = left - count
+                    return state.outputs[index].isStdout
+                }
+                sink(isStdout ? .stdout(buffer) : .stderr(buffer))
+            } else if count < 0 && errno == EINTR {
+                continue
+            } else {
+                closeOutput(fd: fd)
+                return
+            }
+        }
     }
 
     private func finishIfDone() {

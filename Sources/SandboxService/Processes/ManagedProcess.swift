@@ -296,17 +296,10 @@ public final class ManagedProcess: Sendable {
         }
     }
 
-    /// Kills the whole tree: the process group, its descendants, and what left the group but carries its marker.
-    /// After the exit, only what carries the marker (descendants that outlived the main process): the group may be
-    /// empty and its id already reused by an unrelated process.
+    /// Kills the whole tree: the process group at once, and what left it as soon as the main process is gone. After
+    /// the exit there is nothing left to kill: the tree died with its main process.
     public func kill() {
-        let (command, exited) = state.withLock { ($0.command, $0.exit != nil) }
-        guard let command else { return }
-        if exited {
-            ProcessTree.kill(markerEntry: command.marker, signal: SIGKILL)
-        } else {
-            command.cancel()
-        }
+        state.withLock { $0.command }?.cancel()
     }
 
     private static func running(_ state: State) throws(ControlError) -> RunningCommand {

@@ -30,7 +30,8 @@ extension SandboxServer {
         /// Log lines as text or one JSON object each.
         public var logFormat = LogFormat.text
         /// Every child of this process is sandboxd's (true for the binary, not for a host embedding the library):
-        /// shutdown then also ends orphans that carry no command marker.
+        /// what a command leaves behind outside its process group is then killed when it ends (`ChildReaper`), and
+        /// shutdown ends every child and its descendants.
         public var ownsAllChildren = false
 
         public init() {}

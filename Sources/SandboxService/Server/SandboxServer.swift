@@ -22,8 +22,9 @@ public final class SandboxServer: Sendable {
         self.options = options
         self.logger = logger
         root = try SandboxRoot(path: options.root)
-        // Orphaned descendants of commands come to sandboxd (which reaps them) even when it is not PID 1.
+        // Orphaned descendants of ended commands come to sandboxd (which reaps them) even when it is not PID 1.
         _ = csystem_become_child_subreaper()
+        if options.ownsAllChildren { ChildReaper.shared.killStrays() }
         let environment = ProcessInfo.processInfo.environment
             .filter { !options.secretVariables.contains($0.key) }
             .map { "\($0.key)=\($0.value)" }

@@ -83,23 +83,6 @@ def open_fds(pid: int) -> list[str]:
     return targets
 
 
-def environ_entries(pid: int) -> list[bytes]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def processes_with_env_prefix(prefix: bytes) -> dict[int, str]:
-    """Live processes with an environment entry starting with prefix (e.g. b"SANDBOXD_TREE=<runner>-")."""
-    found = {}
-    for p in proc_snapshot().values():
-        if p.state != "Z" and p.pid != os.getpid() and any(e.startswith(prefix) for e in environ_entries(p.pid)):
-            found[p.pid] = p.cmdline
-    return found
-
-
 def unique_sleep(base: int) -> str:
     """A sleep duration unique to this run (`300.4821937`), so /proc shows exactly our processes."""
     return f"{base}.{random.randrange(10**6, 10**7)}"
@@ -342,6 +325,18 @@ def assert_healthy(server: Server, within: float = 1.0) -> None:
     elapsed = time.monotonic() - started
     assert resp.status_code == 200, f"GET / afterwards: {resp.status_code} {resp.text[:200]}"
     assert elapsed < within, f"GET / afterwards took {elapsed:.2f}s"
+
+
+def get_root_latency(server: Server, timeout: float = 5.0) -> float:
+    """Seconds a `GET /` takes on a fresh connection (connect, send, read the whole answer), from a raw socket so
+    the client adds as little as possible; fails on anything but a 200."""
+    started = time.monotonic()
+    with RawConn(server, timeout=timeout) as conn:
+        conn.send(request_bytes("GET", "/", headers={"Connection": "close"}))
+        resp = conn.read_final_response(timeout)
+    elapsed = time.monotonic() - started
+    assert resp.status == 200, f"GET /: {resp}"
+    return elapsed
 
 
 def multipart_body(filename: str, content: bytes, boundary: str = "reliabilityboundary") -> tuple[bytes, str]:

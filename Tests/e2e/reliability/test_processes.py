@@ -109,35 +109,44 @@ def test_reaping_orphans_never_steals_or_mixes_exit_statuses(start_server):
     assert wait_until(lambda: not children(srv.pid), 5.0, 0.1), _describe(children(srv.pid))
 
 
+ORPHANS = {
+    # a double fork: the orphan stays in the command's process group
+    "group": "(sleep {duration} >/dev/null 2>&1 &)",
+    # a double fork into a new session: the orphan left the group
+    "setsid": "(setsid sleep {duration} >/dev/null 2>&1 &)",
+    # and cleared its environment too: nothing in it names its command
+    "setsid-env-i": "(setsid env -i sleep {duration} >/dev/null 2>&1 &)",
+}
+
+
 @pytest.mark.deadline(30)
-def test_subreaper_adopts_and_reaps_orphans(start_server):
-    """sandboxd sets PR_SET_CHILD_SUBREAPER itself: a command's orphan is re-parented to it (not to our init) and
-    reaped when it exits: /proc/<child>/status of every child of the server never stays `Z (zombie)`."""
+@pytest.mark.parametrize("kind", list(ORPHANS))
+def test_orphans_stay_in_their_command_while_it_lives_and_die_with_it(start_server, kind):
+    """Each command's main process is a child subreaper: an orphan of its tree is re-parented to it (not to
+    sandboxd) while it lives, whatever session or environment the orphan chose. When the main process exits the
+    orphan reaches sandboxd (a subreaper too) and is killed and reaped: no child of the server is left, zombie or
+    alive."""
     srv = start_server()
-    duration = unique_sleep(1)  # 1.xxxxxxx s: outlives its shell, then exits
-    resp = requests.post(srv.base_url + "/execute", timeout=20,
-                         json={"command": f"sh -c '(sleep {duration} >/dev/null 2>&1 &) ; exit 0'"})
-    assert resp.status_code == 200 and resp.json()["exit_code"] == 0, resp.text
+    duration = unique_sleep(300)
+    script = ORPHANS[kind].format(duration=duration) + "; read line; exit 0"
+    started = requests.post(srv.base_url + "/v1/processes", timeout=20,
+                            json={"command": ["sh", "-c", script], "stdin": True})
+    assert started.status_code == 201, started.text
+    process = started.json()
+    sleeps = lambda: [pid for pid, cmd in live_matching(f"sleep {duration}").items() if cmd.startswith("sleep")]
     try:
-        adopted = wait_until(lambda: [p for p in live_matching(f"sleep {duration}")
-                                      if proc_snapshot().get(p) and proc_snapshot()[p].ppid == srv.pid], 2.0)
-        assert adopted, ("the orphan was not re-parented to sandboxd (PR_SET_CHILD_SUBREAPER not set?): "
-                         f"{[(pid, proc_snapshot().get(pid)) for pid in live_matching(f'sleep {duration}')]}")
-
-        def zombie_states() -> list[str]:
-            states = []
-            for child in children(srv.pid):
-                try:
-                    with open(f"/proc/{child.pid}/status") as f:
-                        state = next(line for line in f if line.startswith("State:"))
-                except (OSError, StopIteration):
-                    continue
-                if "Z" in state.split()[1]:
-                    states.append(f"{child.pid}: {state.strip()}")
-            return states
-
-        gone = wait_until(lambda: not live_matching(f"sleep {duration}") and not children(srv.pid), 5.0, 0.05)
-        assert gone, f"after the orphan exited: zombie children {zombie_states()}, children {_describe(children(srv.pid))}"
+        orphan = wait_until(sleeps, 5.0)
+        assert orphan, "the orphan did not start"
+        (orphan_pid,) = orphan
+        assert proc_snapshot()[orphan_pid].ppid == process["pid"], (
+            f"the orphan was re-parented to {proc_snapshot()[orphan_pid].ppid}, not to its command's main process "
+            f"{process['pid']} (sandboxd is {srv.pid})")
+        assert requests.delete(f"{srv.base_url}/v1/processes/{process['id']}/stdin", timeout=10).status_code == 204
+        waited = requests.get(f"{srv.base_url}/v1/processes/{process['id']}/wait?timeout=10", timeout=20).json()
+        assert waited["status"] == "exited" and waited["exit_code"] == 0, waited
+        gone = wait_until(lambda: not sleeps() and not children(srv.pid), 2.0, 0.02)
+        assert gone, (f"2 s after its command exited: orphan {sleeps()}, "
+                      f"children of sandboxd {_describe(children(srv.pid))}")
     finally:
         kill_matching(f"sleep {duration}")
 
@@ -190,8 +199,12 @@ ESCAPES = {
     "nohup": "nohup sleep {escaped} >/dev/null 2>&1 & sleep {main}",
     # double fork into a new session: the daemon's parent exits, it is re-parented away from the command
     "double-fork": "(setsid sleep {escaped} &) ; sleep {main}",
+    # a new session and an empty environment: nothing in it names its command
+    "setsid-env-i": "setsid env -i sleep {escaped} & sleep {main}",
+    # all of it: double fork, new session, empty environment
+    "double-fork-env-i": "(env -i setsid sleep {escaped} &) ; sleep {main}",
 }
-ESCAPE_BASES = {"setsid": 300, "nohup": 301, "double-fork": 302}
+ESCAPE_BASES = {"setsid": 300, "nohup": 301, "double-fork": 302, "setsid-env-i": 304, "double-fork-env-i": 305}
 
 
 def _escape_command(kind: str, prefix: str = "") -> tuple[str, str, str]:
@@ -254,11 +267,24 @@ def test_stream_disconnect_kills_descendants_that_escaped_the_group(api, local_s
     assert took < 5.0, f"the tree was killed only {took:.1f}s after the stream client left"
 
 
+@pytest.mark.deadline(30)
+@pytest.mark.parametrize("kind", list(ESCAPES))
+def test_delete_of_a_running_process_kills_descendants_that_escaped_the_group(local_server, kind):
+    command, escaped, main = _escape_command(kind)
+    base = local_server.base_url
+    try:
+        started = requests.post(base + "/v1/processes", json={"command": command, "shell": False}, timeout=10)
+        assert started.status_code == 201, started.text
+        _wait_started(escaped, main)
+        assert requests.delete(f"{base}/v1/processes/{started.json()['id']}", timeout=10).status_code == 204
+    finally:
+        _assert_tree_gone(escaped, main, 2.0, f"DELETE of {command!r}")
+
+
 @pytest.mark.deadline(40)
 def test_shutdown_kills_a_daemon_that_also_cleared_its_environment(start_server):
-    """The hardest escape: double fork, new session, and `env -i`. Nothing ties such a daemon to its command once it
-    is re-parented (README: a known limit of timeouts without cgroups), but sandboxd as subreaper owns it, so its
-    shutdown ends it."""
+    """The hardest escape: double fork, new session, and `env -i`. The timeout kills it already; shutdown, which
+    ends every child of sandboxd and their descendants, would too."""
     srv = start_server("--shutdown-timeout", "1")
     escaped, main = unique_sleep(303), unique_sleep(300)
     command = f"sh -c '(env -i setsid sleep {escaped} &) ; sleep {main}'"

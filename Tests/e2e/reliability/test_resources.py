@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import struct
+import subprocess
 import termios
 import threading
 import time
@@ -24,6 +25,7 @@ from conftest import wait_until
 from .support import (
     MiB,
     RawConn,
+    get_root_latency,
     kill_matching,
     live_matching,
     multipart_body,
@@ -110,6 +112,87 @@ def test_yes_flood_under_default_cap_keeps_server_memory_under_64_mib(start_serv
     assert body.get("truncated") is True
     assert 16 * MiB <= len(body["stdout"]) <= 16 * MiB + 256, f"stdout {len(body['stdout'])} bytes, cap is 16 MiB"
     assert peak < 64 * 1024, f"server peak RSS {peak / 1024:.1f} MiB under the yes flood (baseline {baseline_hwm} KiB)"
+
+
+# ==========================================================================
+# output after the main process exited: bounded in time and bytes, holders killed
+
+DRAIN_FRONTS = ["execute", "stream", "v1", "pty"]
+DRAIN_HOLDERS = {
+    # a background child in the command's process group: killed with the group when the shell exits
+    "group": "yes {marker} & exit 0",
+    # one that left the group: killed once it reaches sandboxd
+    "setsid": "setsid yes {marker} & exit 0",
+    # and cleared its environment
+    "setsid-env-i": "setsid env -i yes {marker} & exit 0",
+}
+# What each run may cost: the server's peak RSS (default flags), GET / on a fresh connection while it runs, and how
+# long the writer may outlive the request (README: the drain grace, 100 ms, and one sweep of strays, 50 ms apart).
+DRAIN_RSS_BUDGET_KIB = 64 * 1024
+DRAIN_GET_ROOT_BUDGET = 0.050
+DRAIN_HOLDER_LIFETIME = 1.0
+
+
+@pytest.mark.deadline(60)
+@pytest.mark.parametrize("holder", list(DRAIN_HOLDERS))
+@pytest.mark.parametrize("front", DRAIN_FRONTS)
+def test_output_held_open_after_exit_is_bounded_and_its_writer_killed(start_server, front, holder):
+    """`sh -c "yes & exit 0"` and its escaped variants: the shell exits at once while `yes` keeps the pipe (or the
+    terminal) full. The request ends promptly, `yes` is killed within a second, the server's peak RSS stays within
+    its budget, and `GET /` answers within 50 ms throughout (clients run as curl processes, so this test's own
+    threads do not slow its probes)."""
+    srv = start_server()
+    marker = f"drain-{uuid.uuid4().hex[:10]}"
+    script = DRAIN_HOLDERS[holder].format(marker=marker)
+    writers = lambda: [pid for pid, cmd in live_matching(f"yes {marker}").items() if cmd.startswith("yes")]
+    client = None
+    process = None
+    started = time.monotonic()
+    if front in ("execute", "stream"):
+        client = subprocess.Popen(
+            ["curl", "-sS", "-N", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-X", "POST",
+             "-H", "Content-Type: application/json", "--data", json.dumps({"command": f"sh -c '{script}'"}),
+             f"{srv.base_url}/execute{'/stream' if front == 'stream' else ''}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    else:
+        body = {"command": script, "shell": True}
+        if front == "pty":
+            body["pty"] = {"cols": 80, "rows": 24}
+        resp = requests.post(srv.base_url + "/v1/processes", json=body, timeout=10)
+        assert resp.status_code == 201, resp.text
+        process = resp.json()["id"]
+    latencies: list[float] = []
+    peak_rss = 0
+    writers_gone_at = None
+    try:
+        while time.monotonic() - started < 1.5:
+            latencies.append(get_root_latency(srv))
+            peak_rss = max(peak_rss, status_kib(srv.pid, "VmRSS"))
+            if writers_gone_at is None and not writers():
+                writers_gone_at = time.monotonic() - started
+            time.sleep(0.02)
+        if client is not None:
+            out, err = client.communicate(timeout=10)
+            assert out == "200", f"curl: {out!r} {err!r}"
+        else:
+            waited = requests.get(f"{srv.base_url}/v1/processes/{process}/wait?timeout=5", timeout=10).json()
+            assert waited["status"] == "exited", waited
+        if writers_gone_at is None:
+            assert wait_until(lambda: not writers(), 5.0, 0.02), f"yes still runs: {writers()}"
+            writers_gone_at = time.monotonic() - started
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
+        kill_matching(f"yes {marker}")
+    peak_hwm = status_kib(srv.pid, "VmHWM")
+    record_figures(f"drain_{front}_{holder}", {
+        "get_root_max_ms": round(max(latencies) * 1000, 1), "probes": len(latencies),
+        "peak_vmhwm_kib": peak_hwm, "writer_gone_after_s": round(writers_gone_at, 3)})
+    assert writers_gone_at < DRAIN_HOLDER_LIFETIME, f"yes lived {writers_gone_at:.2f}s after the request started"
+    assert peak_hwm < DRAIN_RSS_BUDGET_KIB, f"server peak RSS {peak_hwm} KiB"
+    slow = [round(latency * 1000, 1) for latency in latencies if latency >= DRAIN_GET_ROOT_BUDGET]
+    assert not slow, f"GET / took {slow} ms (of {len(latencies)} probes) while the output was drained"
 
 
 # ==========================================================================
