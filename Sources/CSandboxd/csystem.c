@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -28,6 +30,10 @@ static int kernel_sigaction(int sig, const struct kernel_sigaction *action, stru
     return (int)syscall(SYS_rt_sigaction, sig, action, old, sizeof(uint64_t));
 }
 
+// The descriptor limit commands start with: the server's soft limit before `csystem_raise_descriptor_limit` raised
+// it (zero: unchanged). Written once at start, before any spawn.
+static struct rlimit commands_nofile;
+
 // Runs in the vfork child, on the parent's stack and memory: system calls only, no allocation, no locks. Returns
 // only on failure, with the errno to report.
 static int spawn_child(const csystem_spawn_request *r) {
@@ -35,6 +41,7 @@ static int spawn_child(const csystem_spawn_request *r) {
     for (int i = 0; i < r->reset_count; i++) kernel_sigaction(r->reset_signals[i], &dfl, NULL);
     // The command's orphans stay in its subtree while it lives (kept across execve), so none escapes its tree.
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) return errno;
+    if (commands_nofile.rlim_cur != 0) setrlimit(RLIMIT_NOFILE, &commands_nofile);
 
     if (r->terminal) {
         if (setsid() < 0) return errno;
@@ -187,6 +194,35 @@ int csystem_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, in
         events[i] = ready[i].events;
     }
     return count;
+}
+
+int csystem_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+    if (limit.rlim_cur < limit.rlim_max) {
+        struct rlimit raised = {.rlim_cur = limit.rlim_max, .rlim_max = limit.rlim_max};
+        int result = setrlimit(RLIMIT_NOFILE, &raised);
+        if (result != 0) {
+            // An unlimited hard limit cannot be the soft one: the kernel caps descriptors at fs.nr_open.
+            unsigned long nr_open = 0;
+            FILE *file = fopen("/proc/sys/fs/nr_open", "re");
+            if (file) {
+                if (fscanf(file, "%lu", &nr_open) != 1) nr_open = 0;
+                fclose(file);
+            }
+            if (nr_open > limit.rlim_cur && nr_open < raised.rlim_cur) {
+                raised.rlim_cur = nr_open;
+                result = setrlimit(RLIMIT_NOFILE, &raised);
+            }
+        }
+        if (result == 0) {
+            commands_nofile = limit;
+            limit = raised;
+        }
+    }
+    *soft = limit.rlim_cur;
+    *hard = limit.rlim_max;
+    return 0;
 }
 
 pid_t csystem_exited_child(int block) {

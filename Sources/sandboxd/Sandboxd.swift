@@ -38,6 +38,20 @@ enum Sandboxd {
         LoggingSystem.bootstrap { LineLogHandler(label: $0, format: format) }
         let logger = Logger(label: "sandboxd")
         warnings.forEach { logger.warning("\($0)") }
+        let descriptorLimit = DescriptorBudget.raiseLimit()
+        if descriptorLimit == nil { logger.warning("cannot read the descriptor limit; assuming 1024") }
+        let budget = DescriptorBudget(
+            limit: descriptorLimit ?? 1024, maxConnections: options.maxConnections, maxProcesses: options.maxProcesses)
+        options.maxConnections = budget.maxConnections
+        options.maxProcesses = budget.maxProcesses
+        logger.info(
+            "descriptor limit \(budget.limit): up to \(budget.maxConnections) connections (\(DescriptorBudget.perConnection) descriptors each) and \(budget.maxProcesses) processes (\(DescriptorBudget.perProcess) each), \(DescriptorBudget.reserve) reserved"
+        )
+        if !budget.fits {
+            logger.warning(
+                "--max-connections \(budget.maxConnections) and --max-processes \(budget.maxProcesses) may need \(budget.worstCase) descriptors, more than the limit of \(budget.limit): connections or commands may then fail with EMFILE"
+            )
+        }
         // The environment was read (commands get a filtered copy); now hide the token from /proc.
         if let token = options.token { SecretScrubber.scrub(token: token) }
 

@@ -231,9 +231,11 @@ private func statusMask(_ name: String, in status: String) -> UInt64? {
             let state = Mutex(State())
         }
         let observed = Observed()
-        let command = try runner.start(
-            spec(["sh", "-c", "setsid yes & echo $! > yes.pid; exit 0"], in: directory, timeout: nil)
-        ) { event in
+        // The shell waits for its stdin to close, so `yes` has left the group (and is writing) before the shell
+        // exits and its group is killed.
+        var given = spec(["sh", "-c", "setsid yes & echo $! > yes.pid; read line"], in: directory, timeout: nil)
+        given.stdin = true
+        let command = try runner.start(given) { event in
             let pause = observed.state.withLock { state -> RunningCommand? in
                 switch event {
                 case .stdout(let bytes), .stderr(let bytes):
@@ -247,7 +249,10 @@ private func statusMask(_ name: String, in status: String) -> UInt64? {
             pause?.pauseOutput()
         }
         observed.state.withLock { $0.command = command }
-        if observed.state.withLock({ $0.bytes > 0 }) { command.pauseOutput() }
+        let writing = await poll(until: Deadline(seconds: 5)) { observed.state.withLock { $0.bytes > 0 } }
+        #expect(writing, "yes wrote nothing")
+        command.pauseOutput()
+        try command.closeStdin()
         let pidFile = directory.path + "/yes.pid"
         _ = await poll(until: Deadline(seconds: 5)) { (try? String(contentsOfFile: pidFile, encoding: .utf8)) != nil }
         let writer = pid_t(

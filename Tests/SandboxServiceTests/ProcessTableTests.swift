@@ -302,18 +302,38 @@ private final class ManualClock: Sendable {
         #expect(table.list().isEmpty)
     }
 
-    @Test func aProgramThatCannotStartIsAProcessThatExited() async throws {
+    @Test func aProgramThatCannotStartIsAnErrorAndRegistersNothing() async throws {
         let table = Registry()
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let process = try table.start(
-            CommandSpec(argv: ["/no/such/program"], cwd: directory.path, environment: [], timeout: nil))
-        try await waitForExit(process)
-        #expect(process.snapshot.pid == nil)
-        #expect(process.snapshot.termination?.exitCode == 127)
-        let received = Received()
-        _ = try process.subscribe(after: nil, received.deliver)
-        #expect(received.texts.joined().contains("/no/such/program"))
+        #expect(throws: Registry.StartError.spawn(.notFound("/no/such/program"))) {
+            try table.start(CommandSpec(argv: ["/no/such/program"], cwd: directory.path, environment: [], timeout: nil))
+        }
+        #expect(table.list().isEmpty)
+    }
+
+    @Test func overTheProcessLimitNothingIsStartedOrRegistered() async throws {
+        let table = Registry(runner: CommandRunner(maxProcesses: 1))
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let first = try table.start(
+            CommandSpec(argv: ["sleep", "30"], cwd: directory.path, environment: [], timeout: nil))
+        defer { first.kill() }
+        #expect(throws: Registry.StartError.spawn(.tooManyProcesses(1))) {
+            try table.start(CommandSpec(argv: ["sleep", "30"], cwd: directory.path, environment: [], timeout: nil))
+        }
+        #expect(table.list().map(\.id) == [first.id])
+        #expect(table.runner.refusedCount == 1)
+        first.kill()
+        try await waitForExit(first)
+        // The runner counts the command until its exit is delivered, which happens just before `waitForExit` returns.
+        try await withDeadline(seconds: 10, "the runner to let the command go") {
+            while table.runner.runningCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        let second = try table.start(
+            CommandSpec(argv: ["true"], cwd: directory.path, environment: [], timeout: nil))
+        try await waitForExit(second)
+        #expect(second.snapshot.termination?.exitCode == 0)
     }
 
     @Test func terminateAllEndsEverythingAndRefusesNewProcesses() async throws {

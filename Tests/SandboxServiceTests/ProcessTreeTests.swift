@@ -36,9 +36,12 @@ import Testing
         defer { killGroup(command.pid) }
         let grandchildren = shells.map { shell in ProcessTable.all().filter { $0.parent == shell }.map(\.pid) }
         let all = ProcessTree.strays(of: command.pid, keeping: [])
-        #expect(Set(all) == Set(shells + grandchildren.joined()))
+        #expect(Set(all.map(\.root)) == Set(shells))
+        for tree in all {
+            #expect(Set(tree.descendants) == Set(grandchildren[shells.firstIndex(of: tree.root)!]))
+        }
         let kept = ProcessTree.strays(of: command.pid, keeping: [shells[0]])
-        #expect(Set(kept) == Set([shells[1]] + grandchildren[1]))
+        #expect(kept == [ProcessTree.Stray(root: shells[1], descendants: grandchildren[1])])
         #expect(ProcessTree.strays(of: command.pid, keeping: Set(shells)).isEmpty)
     }
 
@@ -50,6 +53,6 @@ import Testing
         // The command's shell is blocked in `read`, so the killed child stays a zombie until the shell exits.
         kill(shells[0], SIGKILL)
         _ = await poll(until: Deadline(seconds: 5)) { ProcessTable.entry(shells[0])?.state == "Z" }
-        #expect(!ProcessTree.strays(of: command.pid, keeping: []).contains(shells[0]))
+        #expect(!ProcessTree.strays(of: command.pid, keeping: []).map(\.root).contains(shells[0]))
     }
 }

@@ -273,15 +273,18 @@ def test_many_waits_hold_no_thread(api, procs):
     assert results == [200] * 16
 
 
-def test_missing_program_is_a_process_that_exited_127(api, procs):
-    started = procs.start(command=["no-such-program-xyz", "a"])
-    assert started["pid"] is None
-    done = procs.wait(started["id"])
-    assert done["exit_code"] == 127 and done["pid"] is None
-    with Events(api, started["id"]) as events:
-        seen = events.all()
-    assert "no-such-program-xyz" in text_of(seen, "stderr")
-    assert seen[-1]["event"] == "exit" and json.loads(seen[-1]["data"])["exit_code"] == 127
+def test_a_program_that_cannot_start_is_an_error_and_no_process(api, procs, root):
+    """As the Go daemon: a missing program is NOT_FOUND, one that is not executable PERMISSION_DENIED; no id is
+    handed out and nothing is listed."""
+    before = api.get("/v1/processes").json()["processes"]
+    resp = api.post("/v1/processes", json={"command": ["no-such-program-xyz", "a"]})
+    assert_error(resp, 404, "NOT_FOUND")
+    assert "no-such-program-xyz" in resp.json()["message"]
+    (root / "not-executable.sh").write_text("#!/bin/sh\necho hi\n")
+    resp = api.post("/v1/processes", json={"command": ["./not-executable.sh"]})
+    assert_error(resp, 403, "PERMISSION_DENIED")
+    assert "not-executable.sh" in resp.json()["message"]
+    assert api.get("/v1/processes").json()["processes"] == before
 
 
 def test_timeout_kills_with_124(api, procs):

@@ -48,6 +48,11 @@ void csystem_name_thread(const char *name);
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphans of the process's descendants are re-parented to it. Returns 0 or -1.
 int csystem_become_child_subreaper(void);
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and writes both (after the change) to `soft` and `hard`.
+/// Commands spawned afterwards start with the soft limit as it was (programs that use `select` or close every
+/// possible descriptor expect the usual 1024). Returns 0, or -1 with errno. Call once, before any spawn.
+int csystem_raise_descriptor_limit(uint64_t *soft, uint64_t *hard);
+
 /// `waitid(P_ALL, …, WEXITED | WNOWAIT)`: the pid of a child that has exited, left unreaped (its zombie keeps the pid
 /// and process group id from being reused), or 0 if none has (only without `block`), or -1 with errno.
 pid_t csystem_exited_child(int block);

@@ -80,7 +80,8 @@ extension LegacyAPI {
 
     /// Validates the body, splits the command line and starts it with the sink `makeSink` builds for the
     /// effective timeout.
-    /// - Throws: a 422 `APIError` for an invalid body.
+    /// - Throws: a 422 `APIError` for an invalid body; 429 when `--max-processes` commands run, 503 (with
+    ///   `Retry-After`) when the system has no resources to start it: nothing was started then.
     private func launch(
         _ request: HTTPRequest, makeSink: (Double) -> @Sendable (CommandEvent) -> Void
     ) throws(APIError) -> Launch {
@@ -100,9 +101,19 @@ extension LegacyAPI {
         spec.directory = root.descriptor
         do {
             return .started(try runner.start(spec, sink: makeSink(timeout)))
+        } catch .tooManyProcesses(let limit) {
+            throw .detail(429, "Too many processes: \(limit) are running (--max-processes); retry when one has ended.")
+        } catch .resourcesExhausted(let what, let code) {
+            throw Self.resourcesExhausted(.resourcesExhausted(what, code))
         } catch {
             return .failed(message: error.message, exitCode: error.exitCode)
         }
+    }
+
+    /// 503 with `Retry-After`: the system (or sandboxd's share of it) is out of what a command needs.
+    static func resourcesExhausted(_ error: SpawnError) -> APIError {
+        .detail(
+            503, "Cannot start the command now: \(error.message). Retry later.", headers: [("Retry-After", "1")])
     }
 
     static func sendDone(_ termination: Termination, to stream: EventStream) {

@@ -55,7 +55,15 @@ public enum OpenAPIDocument {
                   "401": {"$ref": "#/components/responses/Unauthorized"},
                   "413": {"$ref": "#/components/responses/BodyTooLarge"},
                   "422": {"$ref": "#/components/responses/ValidationError"},
-                  "503": {"$ref": "#/components/responses/ShuttingDown"}
+                  "429": {"$ref": "#/components/responses/TooManyProcesses"},
+                  "503": {
+                    "description": "The server shut down while the request was waiting, or the command could not be started for lack of resources (descriptors, processes, memory, a pipe or terminal; with `Retry-After`). Nothing was started then.",
+                    "headers": {
+                      "X-Request-Id": {"$ref": "#/components/headers/RequestId"},
+                      "Retry-After": {"$ref": "#/components/headers/RetryAfter"}
+                    },
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
+                  }
                 }
               }
             },
@@ -64,7 +72,7 @@ public enum OpenAPIDocument {
                 "operationId": "executeStream",
                 "tags": ["legacy"],
                 "summary": "Run a command; its output as Server-Sent Events, one line per event, then `done`.",
-                "description": "If the client goes away, the command's process group is killed.",
+                "description": "If the client goes away, the command's process tree is killed.",
                 "requestBody": {
                   "required": true,
                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecuteRequest"}}}
@@ -81,7 +89,9 @@ public enum OpenAPIDocument {
                   "400": {"$ref": "#/components/responses/BodyNotText"},
                   "401": {"$ref": "#/components/responses/Unauthorized"},
                   "413": {"$ref": "#/components/responses/BodyTooLarge"},
-                  "422": {"$ref": "#/components/responses/ValidationError"}
+                  "422": {"$ref": "#/components/responses/ValidationError"},
+                  "429": {"$ref": "#/components/responses/TooManyProcesses"},
+                  "503": {"$ref": "#/components/responses/NoResources"}
                 }
               }
             },
@@ -648,7 +658,7 @@ public enum OpenAPIDocument {
                 "operationId": "startProcess",
                 "tags": ["processes"],
                 "summary": "Start a process in the background.",
-                "description": "A program that cannot be started still gives a process: one that has exited with a shell's code (127, 126 or 1) and said why on its output.",
+                "description": "A process that could not be started is an error (404, 403, 429, 503), never a process: no id is handed out and nothing is listed.",
                 "requestBody": {
                   "required": true,
                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StartProcessRequest"}}}
@@ -676,7 +686,7 @@ public enum OpenAPIDocument {
                   },
                   "401": {"$ref": "#/components/responses/Unauthorized"},
                   "403": {
-                    "description": "`cwd` is outside the root (`PERMISSION_DENIED`).",
+                    "description": "`cwd` is outside the root, or the program is not executable (`PERMISSION_DENIED`).",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {
                       "application/json": {
@@ -687,15 +697,54 @@ public enum OpenAPIDocument {
                       }
                     }
                   },
-                  "413": {"$ref": "#/components/responses/BodyTooLarge"},
-                  "503": {
-                    "description": "Shutting down (`UNAVAILABLE`).",
+                  "404": {
+                    "description": "The program does not exist (`NOT_FOUND`).",
                     "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                     "content": {
                       "application/json": {
                         "schema": {
                           "allOf": [{"$ref": "#/components/schemas/Error"}],
-                          "properties": {"code": {"enum": ["UNAVAILABLE"]}}
+                          "properties": {"code": {"enum": ["NOT_FOUND"]}}
+                        }
+                      }
+                    }
+                  },
+                  "413": {"$ref": "#/components/responses/BodyTooLarge"},
+                  "429": {
+                    "description": "`--max-processes` commands are running (`RESOURCE_EXHAUSTED`); nothing was started.",
+                    "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "allOf": [{"$ref": "#/components/schemas/Error"}],
+                          "properties": {"code": {"enum": ["RESOURCE_EXHAUSTED"]}}
+                        }
+                      }
+                    }
+                  },
+                  "500": {
+                    "description": "The process could not be started for another reason (`INTERNAL`).",
+                    "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "allOf": [{"$ref": "#/components/schemas/Error"}],
+                          "properties": {"code": {"enum": ["INTERNAL"]}}
+                        }
+                      }
+                    }
+                  },
+                  "503": {
+                    "description": "Shutting down (`UNAVAILABLE`), or no resources to start the process (`RESOURCE_EXHAUSTED`, with `Retry-After`); nothing was started.",
+                    "headers": {
+                      "X-Request-Id": {"$ref": "#/components/headers/RequestId"},
+                      "Retry-After": {"$ref": "#/components/headers/RetryAfter"}
+                    },
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "allOf": [{"$ref": "#/components/schemas/Error"}],
+                          "properties": {"code": {"enum": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]}}
                         }
                       }
                     }
@@ -1306,7 +1355,7 @@ public enum OpenAPIDocument {
                 "required": ["id", "pid"],
                 "properties": {
                   "id": {"$ref": "#/components/schemas/ProcessID"},
-                  "pid": {"type": ["integer", "null"], "description": "null when the program could not be started."}
+                  "pid": {"type": "integer", "description": "The process id of its main process."}
                 }
               },
               "ProcessID": {
@@ -1332,12 +1381,12 @@ public enum OpenAPIDocument {
                 ],
                 "properties": {
                   "id": {"$ref": "#/components/schemas/ProcessID"},
-                  "pid": {"type": ["integer", "null"]},
+                  "pid": {"type": "integer"},
                   "command": {"type": "array", "items": {"type": "string"}, "description": "The argv it runs."},
                   "status": {"enum": ["running", "exited"]},
                   "exit_code": {
                     "type": ["integer", "null"],
-                    "description": "null while running; 128 + N when killed by signal N; 124 on timeout; 127/126/1 when the program could not be started."
+                    "description": "null while running; 128 + N when killed by signal N; 124 on timeout."
                   },
                   "signal": {
                     "type": ["string", "null"],
@@ -1478,6 +1527,19 @@ public enum OpenAPIDocument {
                 "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
               },
+              "TooManyProcesses": {
+                "description": "`--max-processes` commands are running; nothing was started.",
+                "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
+              },
+              "NoResources": {
+                "description": "The command could not be started for lack of resources (descriptors, processes, memory, a pipe or terminal); nothing was started. Retry after the given seconds.",
+                "headers": {
+                  "X-Request-Id": {"$ref": "#/components/headers/RequestId"},
+                  "Retry-After": {"$ref": "#/components/headers/RetryAfter"}
+                },
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Detail"}}}
+              },
               "ProcessNotFound": {
                 "description": "No such process (`NOT_FOUND`); or the path names no endpoint (`{\"detail\": \"Not Found\"}`, when the id holds a slash).",
                 "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
@@ -1548,6 +1610,10 @@ public enum OpenAPIDocument {
                 "schema": {"type": "string", "pattern": "^[0-9a-f]{1,16}$"}
               },
               "Allow": {"description": "The methods the path takes.", "required": true, "schema": {"type": "string"}},
+              "RetryAfter": {
+                "description": "Seconds to wait before trying again (sent when resources ran out).",
+                "schema": {"type": "string", "pattern": "^[0-9]+$"}
+              },
               "WWWAuthenticate": {"required": true, "schema": {"const": "Bearer"}},
               "ETag": {
                 "description": "Strong: the file's modification time (ns) and size, in hex.",

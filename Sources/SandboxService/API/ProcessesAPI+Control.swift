@@ -23,8 +23,10 @@ extension ProcessesAPI {
 
     /// A v1 error with a status of its own, where the code's usual one does not fit (`RESOURCE_EXHAUSTED` is 507,
     /// no space left, in the files API; here it is a body too large, or a stdin the process does not read).
-    static func failure(_ code: FilesV1API.ErrorCode, status: Int, _ message: String) -> APIError {
-        var error = FilesV1API.failure(code, message)
+    static func failure(
+        _ code: FilesV1API.ErrorCode, status: Int, _ message: String, headers: [(String, String)] = []
+    ) -> APIError {
+        var error = FilesV1API.failure(code, message, headers: headers)
         error.status = status
         return error
     }

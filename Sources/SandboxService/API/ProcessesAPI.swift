@@ -142,13 +142,36 @@ public struct ProcessesAPI: Sendable {
         do {
             process = try table.start(spec)
         } catch {
-            return .failure(FilesV1API.failure(.unavailable, "sandboxd is shutting down"))
+            return .failure(Self.startError(error))
         }
         let pid: JSONValue = process.snapshot.pid.map { .number(Double($0)) } ?? .null
         return .response(
             .json(
                 ["id": .string(process.id), "pid": pid], status: 201,
                 headers: [("Location", Self.prefix + process.id)]))
+    }
+
+    /// The one place where a start that failed becomes an answer; nothing was registered then. The codes are the
+    /// Go daemon's for the same failures.
+    static func startError(_ error: ProcessTable.StartError) -> APIError {
+        switch error {
+        case .closed: FilesV1API.failure(.unavailable, "sandboxd is shutting down")
+        case .spawn(.notFound(let program)): FilesV1API.failure(.notFound, "program '\(program)' not found")
+        case .spawn(.notExecutable(let program)):
+            FilesV1API.failure(.permissionDenied, "program '\(program)' is not executable")
+        case .spawn(.tooManyProcesses(let limit)):
+            failure(
+                .resourceExhausted, status: 429,
+                "too many processes: \(limit) are running (--max-processes); retry when one has ended")
+        case .spawn(.resourcesExhausted(let what, let code)):
+            failure(
+                .resourceExhausted, status: 503,
+                "cannot start the process now: \(SpawnError.resourcesExhausted(what, code).message); retry later",
+                headers: [("Retry-After", "1")])
+        case .spawn(.failed(_, E2BIG)):
+            FilesV1API.failure(.invalidArgument, "the command and its environment are too long to start")
+        case .spawn(let error): FilesV1API.failure(.internal, "cannot start the process: \(error.message)")
+        }
     }
 
     /// `GET /v1/processes`: running and recently finished processes, oldest first.

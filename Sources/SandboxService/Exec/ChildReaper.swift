@@ -55,8 +55,8 @@ final class ChildReaper: Sendable {
 
     private let state = Mutex(State())
     private let loop: IOLoop
-    /// Spawns hold it shared from their fork until their child is registered; a sweep holds it exclusively, so it
-    /// never takes a new command's main process for a stray.
+    /// Spawns hold it shared from their fork until their child is registered; a sweep holds it exclusively while it
+    /// checks and kills what it found, so it never takes a new command's main process for a stray.
     private let spawnLock = ReadWriteLock()
     /// Signalled on every spawn when there is a reaper thread, which sleeps while sandboxd has no children at all.
     private let childAdded = Semaphore()
@@ -200,24 +200,32 @@ final class ChildReaper: Sendable {
     /// On the I/O loop: kills (SIGKILL) every child of this process that is not a registered command's main process,
     /// and their descendants. While anything was found, another sweep follows (what was forked meanwhile).
     private func sweep() {
-        // A spawn in progress has a child that is not registered yet: come back when it is (spawns are short).
-        guard spawnLock.tryLockExclusive() else {
-            loop.after(0.005) { [self] in sweep() }
-            return
-        }
         let began = monotonicNanoseconds()
-        let keep = state.withLock { Set($0.children.keys) }
-        let strays = ProcessTree.strays(of: getpid(), keeping: keep)
-        for pid in strays { _ = kill(pid, SIGKILL) }
-        spawnLock.unlock()
+        // The scan takes milliseconds and runs without the spawn lock, so spawns never wait for it. What it finds is
+        // checked again under the lock: a main process whose spawn was under way during the scan is registered by
+        // then (no spawn is in progress while the lock is held), and is kept with its descendants.
+        let found = ProcessTree.strays(of: getpid(), keeping: state.withLock { Set($0.children.keys) })
+        var killed = 0
+        if !found.isEmpty {
+            guard spawnLock.tryLockExclusive() else {
+                loop.after(0.005) { [self] in sweep() }
+                return
+            }
+            let keep = state.withLock { Set($0.children.keys) }
+            for tree in found where !keep.contains(tree.root) {
+                for pid in [tree.root] + tree.descendants { _ = kill(pid, SIGKILL) }
+                killed += 1 + tree.descendants.count
+            }
+            spawnLock.unlock()
+        }
         state.withLock { state in
             state.sweep.scheduled = false
             state.sweep.last = monotonicNanoseconds()
             state.sweep.cost = state.sweep.last - began
             state.sweep.scans += 1
-            state.sweep.killed += strays.count
+            state.sweep.killed += killed
         }
-        if !strays.isEmpty { requestSweep() }
+        if killed > 0 { requestSweep() }
     }
 }
 

@@ -87,10 +87,18 @@ public final class CommandRunner: Sendable {
     /// that such a holder never holds a reply; after it, one pipe's worth is read and the pipes are closed.
     let drainGrace = 0.1
     private let running = Mutex<(next: UInt64, commands: [UInt64: RunningCommand])>((0, [:]))
+    /// Commands (of every kind) that may run at once; nil for no limit.
+    public let maxProcesses: Int?
 
-    public init() {}
+    /// - Parameter maxProcesses: commands that may run at once; more are refused with `tooManyProcesses` before
+    ///   anything is spawned. nil for no limit.
+    public init(maxProcesses: Int? = nil) {
+        self.maxProcesses = maxProcesses
+    }
 
     private let timeouts = Atomic<Int>(0)
+    private let refusals = Atomic<Int>(0)
+    private let spawnFailures = Mutex<[String: Int]>([:])
 
     /// Commands that have not finished.
     public var runningCount: Int { running.withLock { $0.commands.count } }
@@ -100,15 +108,42 @@ public final class CommandRunner: Sendable {
 
     func countTimeout() { timeouts.add(1, ordering: .relaxed) }
 
+    /// Commands refused because `maxProcesses` were running.
+    public var refusedCount: Int { refusals.load(ordering: .relaxed) }
+
+    /// Spawns that failed for lack of resources, by the errno's name (`EMFILE`, `ENFILE`, `EAGAIN`, `ENOMEM`, …).
+    public var spawnFailureCounts: [String: Int] { spawnFailures.withLock { $0 } }
+
     /// Starts `spec`; `sink` receives its events in order, ending with exactly one `.exit`.
+    /// - Throws: `SpawnError`; then nothing was started and `sink` is never called.
     public func start(_ spec: CommandSpec, sink: @escaping @Sendable (CommandEvent) -> Void) throws(SpawnError)
         -> RunningCommand
     {
-        let serial = running.withLock { state -> UInt64 in
+        // The command takes its place among the running ones before it is spawned, so the limit holds however many
+        // spawns run at once.
+        let command = try running.withLock { (state) throws(SpawnError) -> RunningCommand in
+            if let maxProcesses, state.commands.count >= maxProcesses {
+                refusals.add(1, ordering: .relaxed)
+                throw .tooManyProcesses(maxProcesses)
+            }
             state.next += 1
-            return state.next
+            let command = RunningCommand(runner: self, serial: state.next, sink: sink)
+            state.commands[state.next] = command
+            return command
         }
-        let command = RunningCommand(runner: self, serial: serial, sink: sink)
+        do throws(SpawnError) {
+            try spawn(command, spec)
+        } catch {
+            finished(command)
+            if case .resourcesExhausted(_, let code) = error {
+                spawnFailures.withLock { $0[SpawnError.name(of: code), default: 0] += 1 }
+            }
+            throw error
+        }
+        return command
+    }
+
+    private func spawn(_ command: RunningCommand, _ spec: CommandSpec) throws(SpawnError) {
         var streams = ChildStreams()
         let pid = try ChildReaper.shared.spawn(
             { () throws(SpawnError) -> pid_t in
@@ -127,9 +162,7 @@ public final class CommandRunner: Sendable {
             },
             child: ChildReaper.Child(
                 exited: { command.mainProcessExited() }, reaped: { command.processExited(status: $0) }))
-        running.withLock { $0.commands[serial] = command }
         command.started(pid: pid, streams: streams, timeout: spec.timeout)
-        return command
     }
 
     func finished(_ command: RunningCommand) {
@@ -149,7 +182,9 @@ public final class CommandRunner: Sendable {
         if includingAllChildren {
             // Until nothing is left: a process may fork while its parent is being killed.
             while case let left = ProcessTree.strays(of: getpid(), keeping: []), !left.isEmpty, Date() < hardDeadline {
-                left.forEach { _ = kill($0, SIGKILL) }
+                for tree in left {
+                    ([tree.root] + tree.descendants).forEach { _ = kill($0, SIGKILL) }
+                }
                 usleep(10_000)
             }
         }

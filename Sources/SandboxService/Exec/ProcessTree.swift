@@ -8,8 +8,14 @@ import Glibc
 /// re-parented to it); once it has exited they are re-parented to sandboxd. A child of sandboxd that is not a
 /// running command's main process therefore belongs to a command that has ended.
 enum ProcessTree {
-    /// Every live (not zombie) child of `parent` whose pid is not in `keeping`, and all their live descendants.
-    static func strays(of parent: pid_t, keeping: Set<pid_t>) -> [pid_t] {
+    /// A child of the parent a scan looked at, with all its live descendants.
+    struct Stray: Equatable {
+        var root: pid_t
+        var descendants: [pid_t]
+    }
+
+    /// Every live (not zombie) child of `parent` whose pid is not in `keeping`, each with its live descendants.
+    static func strays(of parent: pid_t, keeping: Set<pid_t>) -> [Stray] {
         var children: [pid_t: [pid_t]] = [:]
         var roots: [pid_t] = []
         forEachProcess { pid, ppid, state in
@@ -20,13 +26,15 @@ enum ProcessTree {
                 children[ppid, default: []].append(pid)
             }
         }
-        var found: [pid_t] = []
-        var queue = roots
-        while let pid = queue.popLast() {
-            found.append(pid)
-            queue += children[pid] ?? []
+        return roots.map { root in
+            var descendants: [pid_t] = []
+            var queue = children[root] ?? []
+            while let pid = queue.popLast() {
+                descendants.append(pid)
+                queue += children[pid] ?? []
+            }
+            return Stray(root: root, descendants: descendants)
         }
-        return found
     }
 
     /// Calls `body` with the pid, parent pid and state letter of every process in /proc.

@@ -10,12 +10,12 @@ struct PseudoTerminal {
     init(size: TerminalSize) throws(SpawnError) {
         // Opening /dev/ptmx is what posix_openpt does on Linux.
         let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
-        guard master >= 0 else { throw .failed("open /dev/ptmx", errno) }
+        guard master >= 0 else { throw .resourcesExhausted("opening a pseudo-terminal", errno) }
         var name = [CChar](repeating: 0, count: 128)
         guard csystem_unlock_terminal(master, &name, name.count) == 0 else {
             let code = errno
             close(master)
-            throw .failed("ptsname", code)
+            throw .resourcesExhausted("setting up a pseudo-terminal", code)
         }
         self.master = master
         childPath = String(cString: name)

@@ -1,13 +1,18 @@
 import CSandboxd
 import Glibc
 
-/// Why a command could not be started. The HTTP layer turns these into shell-style exit codes.
+/// Why a command could not be started. The HTTP layer turns these into shell-style exit codes or error answers.
 public enum SpawnError: Error, Equatable, Sendable {
     /// The program does not exist (exit code 127 by shell convention).
     case notFound(String)
     /// The program exists but cannot be executed (exit code 126).
     case notExecutable(String)
-    /// Any other failure of the spawn or of creating pipes.
+    /// `maxProcesses` commands are running already; nothing was started.
+    case tooManyProcesses(Int)
+    /// The system is out of something a command needs: descriptors (`EMFILE`, `ENFILE`), processes or memory
+    /// (`EAGAIN`, `ENOMEM`), a pipe or a pseudo-terminal. `what` names the step that failed. Retrying later may work.
+    case resourcesExhausted(String, Int32)
+    /// Any other failure of the spawn.
     case failed(String, Int32)
 
     /// The exit code a shell would report for this failure.
@@ -15,16 +20,35 @@ public enum SpawnError: Error, Equatable, Sendable {
         switch self {
         case .notFound: 127
         case .notExecutable: 126
-        case .failed: 1
+        case .tooManyProcesses, .resourcesExhausted, .failed: 1
         }
     }
 
-    /// A message for the command's stderr.
+    /// A message for the command's stderr, or an error answer.
     public var message: String {
         switch self {
         case .notFound(let name): "\(name): command not found"
         case .notExecutable(let name): "\(name): Permission denied"
+        case .tooManyProcesses(let limit):
+            "too many processes: \(limit) are running, the most sandboxd runs at once (--max-processes)"
+        case .resourcesExhausted(let what, let code):
+            "\(what) failed: \(String(cString: strerror(code))) (\(Self.name(of: code)))"
         case .failed(let what, let code): "\(what): \(String(cString: strerror(code)))"
+        }
+    }
+
+    /// The errors that mean the system (or sandboxd's share of it) is out of resources.
+    static let resourceErrors: Set<Int32> = [EMFILE, ENFILE, EAGAIN, ENOMEM]
+
+    /// The symbolic name of the errno values a spawn reports for lack of resources (a metric label), else `other`.
+    public static func name(of code: Int32) -> String {
+        switch code {
+        case EMFILE: "EMFILE"
+        case ENFILE: "ENFILE"
+        case EAGAIN: "EAGAIN"
+        case ENOMEM: "ENOMEM"
+        case ENOSPC: "ENOSPC"
+        default: "other"
         }
     }
 }
@@ -52,7 +76,7 @@ struct ChildStreams {
                 terminalPath = pty.childPath
                 stdout = pty.master
                 stdin = dup(pty.master)
-                guard stdin >= 0 else { throw SpawnError.failed("dup", errno) }
+                guard stdin >= 0 else { throw SpawnError.resourcesExhausted("dup of the pseudo-terminal", errno) }
                 setCloseOnExec(stdin)
             } else {
                 (stdout, childStdout) = try makePipe(nonBlocking: .read)
@@ -81,7 +105,7 @@ struct ChildStreams {
     /// A pipe, close-on-exec from the start (no concurrent spawn can inherit it), with O_NONBLOCK on the server's end.
     private func makePipe(nonBlocking end: End) throws(SpawnError) -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]
-        guard csystem_pipe(&fds) == 0 else { throw .failed("pipe", errno) }
+        guard csystem_pipe(&fds) == 0 else { throw .resourcesExhausted("pipe", errno) }
         let serverEnd = end == .read ? fds[0] : fds[1]
         _ = fcntl(serverEnd, F_SETFL, O_NONBLOCK)  // a new pipe has no other status flag to keep
         return (fds[0], fds[1])
@@ -136,6 +160,7 @@ func spawnProcess(
         return pid
     case ENOENT, ENOTDIR: throw .notFound(program)
     case EACCES, ENOEXEC, EISDIR, EPERM: throw .notExecutable(program)
+    case _ where SpawnError.resourceErrors.contains(result): throw .resourcesExhausted("spawn", result)
     default: throw .failed("spawn", result)
     }
 }

@@ -48,14 +48,16 @@ extension HTTPServer {
         return nil
     }
 
-    /// libmicrohttpd's own diagnostics (refused connections at the limit, malformed requests, timeouts).
+    /// libmicrohttpd's own diagnostics (refused connections at the limit, malformed requests, timeouts), at most one
+    /// line per second for each message format: a failing `accept` repeats its message as fast as it retries.
     static let logError: MHD_LogCallback = { cls, format, arguments in
         guard let cls, let format, let arguments else { return }
         var buffer = [CChar](repeating: 0, count: 512)
         _ = vsnprintf(&buffer, buffer.count, format, arguments)
         let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
-        let message = String(cString: buffer).trimmingWhitespace()
-        server.logger.warning("libmicrohttpd: \(message)")
+        let message = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        server.throttle.warning(
+            "libmicrohttpd:" + String(cString: format), "libmicrohttpd: \(message.trimmingWhitespace())")
     }
 
     /// Refuses a new connection (libmicrohttpd closes it at once) when `--max-connections` are open.
@@ -63,7 +65,8 @@ extension HTTPServer {
         guard let cls else { return .YES }
         let server = Unmanaged<HTTPServer>.fromOpaque(cls).takeUnretainedValue()
         guard server.openConnections >= server.configuration.connectionLimit else { return .YES }
-        server.logger.warning("refused a connection: \(server.configuration.connectionLimit) connections are open")
+        server.throttle.warning(
+            "connection limit", "refused a connection: \(server.configuration.connectionLimit) connections are open")
         return .NO
     }
 

@@ -88,6 +88,8 @@ public final class HTTPServer: Sendable {
     let router: Router
     let logger: Logger
     let metrics: Metrics
+    /// Warnings that can come in floods (refused connections, libmicrohttpd's messages): one line per second each.
+    let throttle: LogThrottle
     private let state = Mutex(State())
 
     public init(configuration: Configuration, router: Router, logger: Logger, metrics: Metrics) {
@@ -95,6 +97,7 @@ public final class HTTPServer: Sendable {
         self.router = router
         self.logger = logger
         self.metrics = metrics
+        throttle = LogThrottle(logger: logger)
     }
 
     /// Starts listening and returns the bound port (useful with port 0). The socket accepts connections as soon as

@@ -30,7 +30,7 @@ public final class ManagedProcess: Sendable {
     /// A process as clients see it at one moment.
     public struct Snapshot: Sendable {
         public var id: String
-        /// nil when the program could not be started.
+        /// The main process's pid (nil only before the command was attached, which no client sees).
         public var pid: Int32?
         public var argv: [String]
         public var status: Status
@@ -99,12 +99,6 @@ public final class ManagedProcess: Sendable {
             state.command = command
             state.pid = pid
         }
-    }
-
-    /// The command could not be started: the reason becomes its output and it exits with a shell's code.
-    func failedToStart(message: String, exitCode: Int32) {
-        receive(hasTerminal ? .stdout(Array((message + "\r\n").utf8)) : .stderr(Array((message + "\n").utf8)))
-        receive(.exit(Termination(exitCode: exitCode)))
     }
 
     /// The runner's sink: records the event and hands it to the subscribers.

@@ -22,6 +22,9 @@ public final class ProcessTable: Sendable {
     public enum StartError: Error, Equatable, Sendable {
         /// The server is shutting down.
         case closed
+        /// The command could not be started: the program is missing or not executable, too many processes run, or
+        /// resources ran out.
+        case spawn(SpawnError)
     }
 
     private struct State {
@@ -29,6 +32,8 @@ public final class ProcessTable: Sendable {
         /// Finished processes still kept, oldest exit first.
         var finished: [(id: String, at: ContinuousClock.Instant)] = []
         var serial: UInt64 = 0
+        /// Ids handed to processes being started, not yet in `processes`.
+        var starting: Set<String> = []
         var closed = false
     }
 
@@ -46,30 +51,40 @@ public final class ProcessTable: Sendable {
         self.clock = clock
     }
 
-    /// Starts `spec` in the background. A program that cannot be started still gives a process: one that has
-    /// exited with a shell's code (127 not found, 126 not executable, 1 otherwise) and said why on its output.
+    /// Starts `spec` in the background. A process is registered (and its id handed out) only once its command runs:
+    /// a program that cannot be started is an error, never a process.
     public func start(_ spec: CommandSpec) throws(StartError) -> ManagedProcess {
         let process = try state.withLock { (state) throws(StartError) -> ManagedProcess in
             guard !state.closed else { throw .closed }
             prune(&state)
             state.serial += 1
             var id = Self.makeID()
-            while state.processes[id] != nil { id = Self.makeID() }
-            let process = ManagedProcess(
+            while state.processes[id] != nil || state.starting.contains(id) { id = Self.makeID() }
+            state.starting.insert(id)
+            return ManagedProcess(
                 id: id, serial: state.serial, spec: spec, outputLimit: limits.outputBytes,
                 onFinish: { [weak self] in self?.finished($0) })
-            state.processes[id] = process
-            return process
         }
         // Spawned without the table's lock: the process's exit, which takes that lock, may be reported at once.
+        let command: RunningCommand
         do throws(SpawnError) {
-            let command = try runner.start(spec, sink: process.receive)
-            process.attach(command)
-            // Shutdown began during the spawn, and may have ended the runner's commands just before this one.
-            if state.withLock({ $0.closed }) { command.cancel() }
+            command = try runner.start(spec, sink: process.receive)
         } catch {
-            process.failedToStart(message: error.message, exitCode: error.exitCode)
+            _ = state.withLock { $0.starting.remove(process.id) }
+            throw .spawn(error)
         }
+        process.attach(command)
+        let closed = state.withLock { state -> Bool in
+            state.starting.remove(process.id)
+            state.processes[process.id] = process
+            // It may have finished already, before it was registered (then `finished` did not record it).
+            if !process.isRunning && !state.finished.contains(where: { $0.id == process.id }) {
+                state.finished.append((process.id, clock()))
+            }
+            return state.closed
+        }
+        // Shutdown began during the spawn, and may have ended the runner's commands just before this one.
+        if closed { command.cancel() }
         return process
     }
 
@@ -119,7 +134,8 @@ public final class ProcessTable: Sendable {
 
     private func finished(_ process: ManagedProcess) {
         state.withLock { state in
-            guard state.processes[process.id] === process else { return }
+            guard state.processes[process.id] === process, !state.finished.contains(where: { $0.id == process.id })
+            else { return }
             state.finished.append((process.id, clock()))
             prune(&state)
         }

@@ -28,7 +28,8 @@ public final class Metrics: Sendable {
     }
 
     private let state = Mutex(State())
-    /// Gauges and counters owned elsewhere, read when rendering: (name, help, type, value).
+    /// Gauges and counters owned elsewhere, read when rendering: (name, help, type, value). A name may carry labels
+    /// (`name{label="value"}`); the series of one name come together, and its help and type are printed once.
     private let readings: @Sendable () -> [(String, String, String, Double)]
 
     public init(readings: @escaping @Sendable () -> [(String, String, String, Double)] = { [] }) {
@@ -93,8 +94,11 @@ public final class Metrics: Sendable {
             ),
         ]
         values += readings()
+        var described: Set<Substring> = []
         for (name, help, type, value) in values {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(Self.format(value))\n"
+            let family = name.prefix { $0 != "{" }
+            if described.insert(family).inserted { out += "# HELP \(family) \(help)\n# TYPE \(family) \(type)\n" }
+            out += "\(name) \(Self.format(value))\n"
         }
         return out
     }

@@ -23,12 +23,13 @@ public struct OptionDeclaration: Sendable {
         }
     }
 
-    /// An option whose setting is absent (nil) by default.
+    /// An option whose setting is absent (nil) by default; `derivedDefault` says what is used then, if anything.
     init<Value: OptionValue>(
         _ names: [String], env: String? = nil, _ keyPath: WritableKeyPath<SandboxServer.Options, Value?> & Sendable,
-        _ help: String, check: (@Sendable (Value) -> String?)? = nil
+        _ help: String, check: (@Sendable (Value) -> String?)? = nil, derivedDefault: String? = nil
     ) {
-        self.init(names, env, help, Value.placeholder, { $0[keyPath: keyPath]?.optionText }) { options, text in
+        self.init(names, env, help, Value.placeholder, { $0[keyPath: keyPath]?.optionText ?? derivedDefault }) {
+            options, text in
             guard let value = Value(optionText: text) else { return "\(Value.placeholder) expected" }
             if let problem = check?(value) { return problem }
             options[keyPath: keyPath] = value

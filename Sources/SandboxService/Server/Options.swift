@@ -19,8 +19,12 @@ extension SandboxServer {
         public var maxOutputBytes = 16 << 20
         /// Cap on upload and file write bodies, in bytes; nil for none.
         public var maxUploadBytes: Int?
-        /// Concurrent connections; more are refused.
-        public var maxConnections = 1024
+        /// Concurrent connections; more are refused. nil: what the descriptor budget leaves (`DescriptorBudget`; the
+        /// binary derives it at start), 1024 where nobody did.
+        public var maxConnections: Int?
+        /// Commands of every kind (`/execute`, streams, v1 processes, terminals) running at once; more are refused
+        /// (429). nil: what the descriptor budget leaves (the binary derives it at start), no limit where nobody did.
+        public var maxProcesses: Int?
         /// Seconds an idle or slow connection (no bytes from the client) is kept.
         public var idleTimeout: Double = 60
         /// Seconds running requests get to finish after SIGTERM before commands are terminated.
@@ -70,7 +74,15 @@ extension SandboxServer.Options {
         .init(
             ["max-upload-bytes"], \.maxUploadBytes, "Largest upload or file write body; larger ones get 413.",
             check: notNegative),
-        .init(["max-connections"], \.maxConnections, "Concurrent connections; more are refused.", check: positive),
+        .init(
+            ["max-connections"], \.maxConnections, "Concurrent connections; more are closed at once.", check: positive,
+            derivedDefault: "half of the descriptor limit left after a reserve of 64, at 3 per connection, at most "
+                + "1024: 160 under a limit of 1024"),
+        .init(
+            ["max-processes"], \.maxProcesses,
+            "Commands of every kind running at once (/execute, streams, v1 processes, terminals); more get 429.",
+            check: positive,
+            derivedDefault: "the rest of the descriptor limit, at 3 per process: 160 under a limit of 1024"),
         .init(
             ["idle-timeout", "http-idle-timeout"], \.idleTimeout,
             "How long a connection may stay silent, and the longest a request head may take to arrive.",

@@ -10,7 +10,7 @@ public final class SandboxServer: Sendable {
     public let root: SandboxRoot
     public let options: Options
     private let http: HTTPServer
-    private let runner = CommandRunner()
+    private let runner: CommandRunner
     /// Background processes (`/v1/processes`); shutdown closes the table to new ones, and ends the running ones with
     /// every other command (`CommandRunner.terminateAll`).
     public let processes: ProcessTable
@@ -22,6 +22,7 @@ public final class SandboxServer: Sendable {
         self.options = options
         self.logger = logger
         root = try SandboxRoot(path: options.root)
+        runner = CommandRunner(maxProcesses: options.maxProcesses)
         // Orphaned descendants of ended commands come to sandboxd (which reaps them) even when it is not PID 1.
         _ = csystem_become_child_subreaper()
         if options.ownsAllChildren { ChildReaper.shared.killStrays() }
@@ -30,13 +31,32 @@ public final class SandboxServer: Sendable {
             .map { "\($0.key)=\($0.value)" }
         let runner = runner
         metrics = Metrics {
-            [
+            var readings: [(String, String, String, Double)] = [
                 ("sandboxd_processes_running", "Commands running now.", "gauge", Double(runner.runningCount)),
                 (
                     "sandboxd_commands_timed_out_total", "Commands killed by their timeout.", "counter",
                     Double(runner.timedOutCount)
                 ),
+                (
+                    "sandboxd_processes_refused_total", "Commands refused because --max-processes were running.",
+                    "counter", Double(runner.refusedCount)
+                ),
+                (
+                    "sandboxd_strays_killed_total",
+                    "Processes killed because their command had ended (descendants that left its process group).",
+                    "counter", Double(ChildReaper.shared.sweepCounts.killed)
+                ),
             ]
+            let failures = runner.spawnFailureCounts
+            for reason in Set(["EMFILE", "ENFILE", "EAGAIN", "ENOMEM"]).union(failures.keys).sorted() {
+                readings.append(
+                    (
+                        "sandboxd_spawn_failures_total{reason=\"\(reason)\"}",
+                        "Commands that could not be started for lack of resources (answered 503), by errno.", "counter",
+                        Double(failures[reason] ?? 0)
+                    ))
+            }
+            return readings
         }
         var router = Router()
         LegacyAPI(
@@ -56,7 +76,8 @@ public final class SandboxServer: Sendable {
                         body: .bytes(Array(metrics.render().utf8))))
             })
         var configuration = HTTPServer.Configuration(
-            host: options.host, port: options.port, threads: options.threads, connectionLimit: options.maxConnections,
+            host: options.host, port: options.port, threads: options.threads,
+            connectionLimit: options.maxConnections ?? DescriptorBudget.defaultConnectionCap,
             idleTimeout: Int(options.idleTimeout.rounded(.up)), bearerToken: options.token,
             maxUploadBytes: options.maxUploadBytes)
         configuration.structuredLogs = options.structuredLogs

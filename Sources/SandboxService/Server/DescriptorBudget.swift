@@ -1,0 +1,59 @@
+import CSandboxd
+import Glibc
+
+/// How sandboxd shares its descriptor limit (`RLIMIT_NOFILE`) between connections and processes, so that neither
+/// can starve the other or the listener: with at most `maxConnections` connections and `maxProcesses` processes,
+/// sandboxd uses at most `reserve + maxConnections × perConnection + maxProcesses × perProcess` descriptors, and the
+/// defaults keep that within the limit. A refused connection or process is then answered (closed, or 429) before
+/// `accept`, `pipe` or `open` can fail with EMFILE, and `GET /` and the error answers always have a descriptor.
+public struct DescriptorBudget: Sendable, Equatable {
+    /// Descriptors for everything that is neither a connection nor a process: standard streams, the listening socket,
+    /// libmicrohttpd's epoll and wake-up descriptors per thread, the I/O loop's epoll and wake pipe, the child signal
+    /// descriptor, /dev/null, the PATH watch, the sandbox root, Dispatch's own (about 20 in all, measured idle), plus
+    /// room for the transient ones: the child ends of a command's pipes while it is spawned (3 per spawn in
+    /// progress), a connection accepted only to be refused, a directory listed or walked.
+    public static let reserve = 64
+    /// A connection's descriptors at most: its socket, the file it downloads or uploads into (an upload's temporary
+    /// file) and that file's directory.
+    public static let perConnection = 3
+    /// A process's descriptors at most, held by the server while it runs: its stdout, stderr and stdin pipes (the
+    /// server's ends; the child's ends are closed once it is spawned), or with a terminal the master side and a
+    /// duplicate of it for input (2).
+    public static let perProcess = 3
+    /// The most connections the default allows, whatever the limit.
+    public static let defaultConnectionCap = 1024
+
+    /// The soft descriptor limit the budget shares.
+    public var limit: Int
+    public var maxConnections: Int
+    public var maxProcesses: Int
+
+    /// The budget for `limit`: `maxConnections` defaults to half of what the reserve leaves (at most 1024
+    /// connections), `maxProcesses` to the rest; explicit values are kept as given.
+    public init(limit: Int, maxConnections: Int? = nil, maxProcesses: Int? = nil) {
+        self.limit = limit
+        let available = max(0, limit - Self.reserve)
+        let connections =
+            maxConnections ?? max(1, min(Self.defaultConnectionCap, available / 2 / Self.perConnection))
+        self.maxConnections = connections
+        self.maxProcesses = maxProcesses ?? max(1, (available - connections * Self.perConnection) / Self.perProcess)
+    }
+
+    /// The most descriptors sandboxd can hold with this budget.
+    public var worstCase: Int {
+        Self.reserve + maxConnections * Self.perConnection + maxProcesses * Self.perProcess
+    }
+
+    /// Whether `worstCase` fits the limit (explicit flags may ask for more).
+    public var fits: Bool { worstCase <= limit }
+
+    /// Raises the soft descriptor limit to the hard one (commands still start with the soft limit sandboxd was
+    /// given) and returns the limit now in force, or nil if it cannot be read. Call once at start, before anything
+    /// is spawned.
+    public static func raiseLimit() -> Int? {
+        var soft: UInt64 = 0
+        var hard: UInt64 = 0
+        guard csystem_raise_descriptor_limit(&soft, &hard) == 0 else { return nil }
+        return Int(clamping: soft)
+    }
+}

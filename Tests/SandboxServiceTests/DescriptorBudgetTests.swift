@@ -1,0 +1,54 @@
+import Testing
+
+@testable import SandboxService
+
+@Suite struct DescriptorBudgetTests {
+    @Test func defaultsUnderTheCommonLimitFitAndLeaveTheReserve() {
+        let budget = DescriptorBudget(limit: 1024)
+        #expect(budget.maxConnections == 160)
+        #expect(budget.maxProcesses == 160)
+        #expect(budget.fits)
+        #expect(budget.limit - budget.worstCase >= 0)
+    }
+
+    @Test(arguments: [64, 100, 256, 1024, 4096, 20000, 65536, 1_048_576])
+    func defaultsAlwaysFit(limit: Int) {
+        let budget = DescriptorBudget(limit: limit)
+        #expect(budget.maxConnections >= 1 && budget.maxConnections <= 1024)
+        #expect(budget.maxProcesses >= 1)
+        if limit >= DescriptorBudget.reserve + DescriptorBudget.perConnection + DescriptorBudget.perProcess {
+            #expect(budget.fits, "\(budget)")
+        }
+    }
+
+    @Test func connectionsAreCappedAndProcessesTakeTheRest() {
+        let budget = DescriptorBudget(limit: 20000)
+        #expect(budget.maxConnections == 1024)
+        #expect(budget.maxProcesses == (20000 - 64 - 1024 * 3) / 3)
+    }
+
+    @Test func explicitValuesAreKeptAndCheckedAgainstTheLimit() {
+        let connections = DescriptorBudget(limit: 1024, maxConnections: 10)
+        #expect(connections.maxConnections == 10)
+        #expect(connections.maxProcesses == (1024 - 64 - 30) / 3)
+        #expect(connections.fits)
+        let both = DescriptorBudget(limit: 1024, maxConnections: 500, maxProcesses: 500)
+        #expect(both.maxConnections == 500 && both.maxProcesses == 500)
+        #expect(!both.fits)
+    }
+}
+
+@Suite struct MetricsLabelTests {
+    @Test func seriesOfOneFamilyShareTheirHelpAndType() {
+        let metrics = Metrics {
+            [
+                ("demo_total{reason=\"A\"}", "Demo.", "counter", 1),
+                ("demo_total{reason=\"B\"}", "Demo.", "counter", 2),
+            ]
+        }
+        let text = metrics.render()
+        #expect(text.components(separatedBy: "# TYPE demo_total counter\n").count == 2)
+        #expect(text.contains("# HELP demo_total Demo.\n# TYPE demo_total counter\ndemo_total{reason=\"A\"} 1\n"))
+        #expect(text.contains("demo_total{reason=\"B\"} 2\n"))
+    }
+}
