@@ -225,6 +225,8 @@ int csystem_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {
     return 0;
 }
 
+int csystem_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+
 pid_t csystem_exited_child(int block) {
     siginfo_t info;
     info.si_pid = 0;

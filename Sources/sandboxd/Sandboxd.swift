@@ -21,7 +21,11 @@ enum Sandboxd {
             case .version:
                 print(SandboxServer.version)
                 exit(0)
-            case .run(let parsed, let ignored):
+            case .run(let parsed, let ignored, let given):
+                guard !(given.contains("token") && given.contains("token-file")) else {
+                    printError("sandboxd: give --token or --token-file, not both")
+                    exit(64)
+                }
                 (options, warnings) = (parsed, ignored)
             }
         } catch {
@@ -38,6 +42,10 @@ enum Sandboxd {
         LoggingSystem.bootstrap { LineLogHandler(label: $0, format: format) }
         let logger = Logger(label: "sandboxd")
         warnings.forEach { logger.warning("\($0)") }
+        // Before anything secret is read: commands run as this user and must not read this process.
+        if !SelfProtection.makeUndumpable() {
+            logger.warning("cannot mark sandboxd non-dumpable: commands of the same user may read its memory")
+        }
         let descriptorLimit = DescriptorBudget.raiseLimit()
         if descriptorLimit == nil { logger.warning("cannot read the descriptor limit; assuming 1024") }
         let budget = DescriptorBudget(
@@ -52,8 +60,17 @@ enum Sandboxd {
                 "--max-connections \(budget.maxConnections) and --max-processes \(budget.maxProcesses) may need \(budget.worstCase) descriptors, more than the limit of \(budget.limit): connections or commands may then fail with EMFILE"
             )
         }
+        if let tokenFile = options.tokenFile {
+            guard let token = SecretScrubber.readTokenFile(tokenFile), !token.isEmpty else {
+                logger.critical("sandboxd cannot start: --token-file \(tokenFile) cannot be read or is empty")
+                LogOutput.standardError.flush()
+                exit(1)
+            }
+            options.token = token
+        }
         // The environment was read (commands get a filtered copy); now hide the token from /proc.
         if let token = options.token { SecretScrubber.scrub(token: token) }
+        SecretScrubber.clearEnvironmentToken()
 
         TerminationSignals.install()
         let server: SandboxServer

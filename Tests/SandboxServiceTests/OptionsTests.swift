@@ -6,7 +6,8 @@ import Testing
         -> (SandboxServer.Options, [String])
     {
         guard
-            case .run(let options, let warnings) = try SandboxServer.Options.parse(arguments, environment: environment)
+            case .run(let options, let warnings, _) = try SandboxServer.Options.parse(
+                arguments, environment: environment)
         else {
             Issue.record("expected options to run with")
             return (SandboxServer.Options(), [])

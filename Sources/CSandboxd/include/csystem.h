@@ -53,6 +53,10 @@ int csystem_become_child_subreaper(void);
 /// possible descriptor expect the usual 1024). Returns 0, or -1 with errno. Call once, before any spawn.
 int csystem_raise_descriptor_limit(uint64_t *soft, uint64_t *hard);
 
+/// `prctl(PR_SET_DUMPABLE, 0)`: processes of the same user can no longer read this one's memory, environment or
+/// descriptors through /proc, ptrace or `pidfd_getfd`. Commands are dumpable again after their `execve`.
+int csystem_make_undumpable(void);
+
 /// `waitid(P_ALL, …, WEXITED | WNOWAIT)`: the pid of a child that has exited, left unreaped (its zombie keeps the pid
 /// and process group id from being reused), or 0 if none has (only without `block`), or -1 with errno.
 pid_t csystem_exited_child(int block);

@@ -140,8 +140,9 @@ extension SandboxServer.Options.LogFormat: OptionValue {
 extension SandboxServer.Options {
     /// What the command line asks for.
     public enum Invocation: Sendable {
-        /// Run with these options; `warnings` name environment variables that were ignored.
-        case run(SandboxServer.Options, warnings: [String])
+        /// Run with these options; `warnings` name environment variables that were ignored, `given` the options set
+        /// on the command line (by their first name).
+        case run(SandboxServer.Options, warnings: [String], given: Set<String>)
         case help
         case version
     }
@@ -198,7 +199,7 @@ extension SandboxServer.Options {
                 warnings.append("Ignoring invalid \(variable)=\(text) (\(problem)); using \(fallback)")
             }
         }
-        return .run(options, warnings: warnings)
+        return .run(options, warnings: warnings, given: given)
     }
 
     /// The help text, from the declarations.

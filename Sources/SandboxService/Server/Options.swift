@@ -31,6 +31,8 @@ extension SandboxServer {
         public var shutdownTimeout: Double = 10
         /// When set, every endpoint but `GET /` needs `Authorization: Bearer <token>`.
         public var token: String?
+        /// A file holding the token, read once at start by the binary (so the token is never on a command line).
+        public var tokenFile: String?
         /// Log lines as text or one JSON object each.
         public var logFormat = LogFormat.text
         /// Every child of this process is sandboxd's (true for the binary, not for a host embedding the library):
@@ -93,7 +95,12 @@ extension SandboxServer.Options {
             check: notNegative),
         .init(
             ["token"], env: "SANDBOX_API_TOKEN", \.token,
-            "Require 'Authorization: Bearer <token>' on every endpoint but GET /."),
+            "Require 'Authorization: Bearer <token>' on every endpoint but GET /. The variable is removed from the "
+                + "environment once read; prefer --token-file."),
+        .init(
+            ["token-file"], \.tokenFile,
+            "Read the token of --token from this file, once at start (a trailing newline is dropped); it never "
+                + "appears on the command line, which every process can read."),
         .init(["log-format"], \.logFormat, "Log lines as text, or json (one JSON object per line)."),
     ]
 

@@ -1,13 +1,20 @@
-"""Issue 4, part 4: bearer-token auth (--token / SANDBOX_API_TOKEN).
+"""Issue 4, part 4: bearer-token auth (--token / --token-file / SANDBOX_API_TOKEN).
 
 When set, every endpoint but `GET /` needs `Authorization: Bearer <token>`, otherwise 401 with
 `WWW-Authenticate: Bearer`; an unauthenticated request has no effect (no command runs, no file is written).
-When unset, nothing answers 401.
+When unset, nothing answers 401. Commands, which run as the server's user, can read neither the server's memory,
+environment and descriptors nor the token.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import tempfile
 import uuid
 from typing import Iterator
 
@@ -68,13 +75,17 @@ def _start(tmp_path_factory, args: tuple[str, ...], env: dict[str, str] | None) 
     return launch(binary, root, args, env)
 
 
-@pytest.fixture(scope="module", params=["flag", "env"])
+@pytest.fixture(scope="module", params=["flag", "env", "file"])
 def protected(request, tmp_path_factory) -> Iterator[Server]:
-    """A server whose token comes from --token, or from SANDBOX_API_TOKEN."""
+    """A server whose token comes from --token, from SANDBOX_API_TOKEN, or from --token-file."""
     if request.param == "flag":
         srv = _start(tmp_path_factory, ("--token", TOKEN), None)
-    else:
+    elif request.param == "env":
         srv = _start(tmp_path_factory, (), {"SANDBOX_API_TOKEN": TOKEN})
+    else:
+        token_file = tmp_path_factory.mktemp("token") / "token"
+        token_file.write_text(TOKEN + "\n")  # as `echo` or a Kubernetes secret writes it: the newline is dropped
+        srv = _start(tmp_path_factory, ("--token-file", str(token_file)), None)
     yield srv
     stop(srv)
 
@@ -169,3 +180,135 @@ def test_without_token_configured_nothing_is_401(server, api, index, authorizati
     assert "www-authenticate" not in resp.headers
     for leftover in server.root.glob(f"{name}*"):
         leftover.unlink()
+
+
+def test_token_file_and_token_exclude_each_other_and_an_empty_file_is_refused(tmp_path):
+    binary = sandboxd_binary()
+    if not binary.is_file():
+        pytest.skip(f"needs the sandboxd binary ({binary})")
+    token_file = tmp_path / "token"
+    token_file.write_text("abc\n")
+    both = subprocess.run([str(binary), "--port", "0", "--root", str(tmp_path), "--token", "x", "--token-file",
+                           str(token_file)], capture_output=True, text=True, timeout=20)
+    assert both.returncode != 0 and "--token-file" in both.stderr, both
+    token_file.write_text("\n")
+    empty = subprocess.run([str(binary), "--port", "0", "--root", str(tmp_path), "--token-file", str(token_file)],
+                           capture_output=True, text=True, timeout=20)
+    assert empty.returncode != 0 and "token-file" in empty.stderr, empty
+
+
+# ==========================================================================
+# commands cannot read the server
+
+# Run by the server as a command: what the command can get of its parent (the server). Prints JSON.
+PROBE = r"""
+import ctypes, json, os, sys
+token = sys.argv[1].encode()
+parent = os.getppid()
+out = {}
+for name in ("mem", "environ", "maps"):
+    try:
+        # The permission check of these files happens at open (ptrace access to the process).
+        with open(f"/proc/{parent}/{name}", "rb") as f:
+            out[name] = "opened"
+            if name == "environ":
+                out["environ_has_token"] = token in f.read()
+    except OSError as error:
+        out[name] = error.errno
+try:
+    os.listdir(f"/proc/{parent}/fd")
+    out["fd"] = "listed"
+except OSError as error:
+    out["fd"] = error.errno
+with open(f"/proc/{parent}/cmdline", "rb") as f:
+    out["cmdline_has_token"] = token in f.read()
+libc = ctypes.CDLL(None, use_errno=True)
+pidfd = libc.syscall(434, parent, 0)  # pidfd_open
+out["pidfd_open"] = pidfd >= 0 or ctypes.get_errno()
+taken, errors = [], set()
+for fd in range(64):
+    got = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+    if got >= 0:
+        taken.append(fd)
+        os.close(got)
+    else:
+        errors.add(ctypes.get_errno())
+out["pidfd_getfd_taken"] = taken
+out["pidfd_getfd_errors"] = sorted(errors)
+with open("/proc/self/environ", "rb") as f:
+    out["own_environ_readable"] = len(f.read()) > 0
+print(json.dumps(out))
+"""
+
+NOBODY = 65534
+
+
+@pytest.mark.deadline(60)
+@pytest.mark.parametrize("source", ["flag", "env", "file"])
+def test_a_command_of_the_servers_user_can_read_neither_its_memory_nor_its_token_nor_its_sockets(source, tmp_path):
+    """sandboxd runs as a non-root user (here nobody, through setpriv; as is when the tests run unprivileged), and
+    so do its commands: /proc/<server>/mem, environ and maps cannot be opened, its descriptors cannot be listed or
+    taken with pidfd_getfd, and its command line does not hold the token, however the token was given."""
+    binary = sandboxd_binary()
+    if not binary.is_file():
+        pytest.skip(f"needs the sandboxd binary ({binary})")
+    if shutil.which("python3") is None:
+        pytest.skip("the probe is a python3 script")
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot run the server as another user")
+        user = NOBODY
+        wrapper = tmp_path / "sandboxd-as-nobody"
+        wrapper.write_text(f'#!/bin/sh\nexec setpriv --reuid={user} --regid={user} --clear-groups "{binary}" "$@"\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+        command = wrapper
+    else:
+        user, command = os.geteuid(), binary
+    # Outside pytest's private temporary directory, which the other user cannot enter.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="sandboxd-nobody-"))
+    token = f"s3cret-{uuid.uuid4().hex}"
+    try:
+        os.chmod(root, 0o755)
+        if os.geteuid() == 0:
+            os.chown(root, user, user)
+        (root / "probe.py").write_text(PROBE)
+        args: tuple[str, ...] = ()
+        env = None
+        if source == "flag":
+            args = ("--token", token)
+        elif source == "env":
+            env = {"SANDBOX_API_TOKEN": token}
+        else:
+            token_file = root / "token"
+            token_file.write_text(token + "\n")
+            os.chmod(token_file, 0o600)
+            if os.geteuid() == 0:
+                os.chown(token_file, user, user)
+            args = ("--token-file", str(token_file))
+        srv = launch(command, root, args, env)
+        try:
+            assert pathlib.Path(f"/proc/{srv.pid}").stat().st_uid in (0, user)
+            status = pathlib.Path(f"/proc/{srv.pid}/status").read_text()
+            assert f"Uid:\t{user}\t{user}" in status, "the server does not run as the unprivileged user"
+            resp = requests.post(srv.base_url + "/execute", headers={"Authorization": f"Bearer {token}"}, timeout=20,
+                                 json={"command": f"python3 probe.py {token}"})
+            assert resp.status_code == 200 and resp.json()["exit_code"] == 0, resp.text
+            seen = json.loads(resp.json()["stdout"])
+        finally:
+            stop(srv)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    problems = [f"/proc/<server>/{name} could be opened" for name in ("mem", "environ", "maps")
+                if seen[name] == "opened"]
+    if seen["fd"] == "listed":
+        problems.append("the server's descriptors could be listed")
+    if seen["pidfd_getfd_taken"]:
+        problems.append(f"pidfd_getfd took the server's descriptors {seen['pidfd_getfd_taken']}")
+    if seen["cmdline_has_token"]:
+        problems.append("the token is in the server's command line")
+    if seen.get("environ_has_token"):
+        problems.append("the token is in the server's environment")
+    assert not problems, f"{problems}; probe saw {seen}"
+    assert seen["mem"] == seen["environ"] == seen["maps"] == seen["fd"] == 13, seen  # EACCES, not another failure
+    assert seen["pidfd_open"] is True and seen["pidfd_getfd_errors"] == [1], seen  # EPERM for every descriptor
+    assert seen["own_environ_readable"], "the command itself is not dumpable: it cannot read its own /proc files"
