@@ -1,5 +1,8 @@
-/// The output `/execute` keeps: at most `limit` bytes of stdout and of stderr (the command keeps running, and its
-/// pipes keep being drained, past it; the cut is marked in the text).
+/// The output `/execute` keeps: at most `limit` bytes of stdout and of stderr, and at most `2 × limit` bytes of
+/// each once escaped as JSON text (the command keeps running, and its pipes keep being drained, past either; the cut
+/// is marked in the text). Ordinary text at the byte cap fits the escaped one (a newline escapes to two bytes);
+/// control characters (`\u0000`, six bytes each) and bytes that are not UTF-8 (U+FFFD, three) are cut earlier. So an
+/// answer is at most `4 × limit` bytes plus its marker lines and fields.
 ///
 /// Output is kept already encoded as the JSON answer: each piece is turned into text (bytes that are not UTF-8 become
 /// U+FFFD, also across piece boundaries) and escaped as it arrives, and the answer is finished in the stdout buffer.
@@ -20,7 +23,7 @@ struct ExecuteOutput {
         } else {
             stderr.append(bytes, limit: limit)
         }
-        truncated = stdout.cut || stderr.cut
+        truncated = stdout.cut != .none || stderr.cut != .none
     }
 
     /// Appends `line` on a line of its own (after a newline if the text does not end with one), past the cap.
@@ -30,9 +33,15 @@ struct ExecuteOutput {
 
     /// Takes what was captured, with a marker line where a stream was cut, leaving an empty capture.
     mutating func take() -> ExecuteOutput {
-        let marker = "[output truncated: more than \(limit) bytes]"
-        if stdout.cut { stdout.appendLine(marker) }
-        if stderr.cut { stderr.appendLine(marker) }
+        for builder in [\ExecuteOutput.stdout, \ExecuteOutput.stderr] {
+            switch self[keyPath: builder].cut {
+            case .none: break
+            case .bytes: self[keyPath: builder].appendLine("[output truncated: more than \(limit) bytes]")
+            case .escaped:
+                self[keyPath: builder].appendLine(
+                    "[output truncated: more than \(JSONTextBuilder.escapedFactor * limit) bytes once escaped]")
+            }
+        }
         defer { self = ExecuteOutput(limit: limit) }
         return self
     }
@@ -57,38 +66,63 @@ struct ExecuteOutput {
 
 /// The inside of a JSON string built from raw bytes that arrive in pieces.
 struct JSONTextBuilder {
+    /// Why the text was cut.
+    enum Cut {
+        case none
+        /// More raw bytes came than the limit.
+        case bytes
+        /// The escaped text would have passed `escapedFactor` times the limit.
+        case escaped
+    }
+
+    /// The escaped text of `limit` raw bytes is kept up to this many times `limit`: text where every byte is a
+    /// newline (`\n`, two bytes escaped) just fits.
+    static let escapedFactor = 2
+
     private var encoded: [UInt8]
+    /// Bytes of `encoded` before the text.
+    private let prefixCount: Int
     /// The tail of the last piece that may be the start of a UTF-8 sequence completed by the next one.
     private var incomplete: [UInt8] = []
     private var rawCount = 0
     private var lastByte: UInt8?
-    private(set) var cut = false
+    private var escapedLimit = Int.max
+    private(set) var cut = Cut.none
 
     init(prefix: [UInt8]) {
         encoded = prefix
+        prefixCount = prefix.count
     }
 
-    /// Appends raw bytes, keeping at most `limit` of them in all.
+    /// Appends raw bytes, keeping at most `limit` of them in all, and at most `escapedFactor × limit` bytes of
+    /// escaped text.
     mutating func append(_ bytes: [UInt8], limit: Int) {
-        guard !cut else { return }
+        guard cut == .none else { return }
+        escapedLimit =
+            limit.multipliedReportingOverflow(by: Self.escapedFactor).overflow
+            ? Int.max : limit * Self.escapedFactor
         var bytes = bytes
+        var cutHere = false
         if rawCount + bytes.count > limit {
             bytes.removeSubrange(max(0, limit - rawCount)...)
-            cut = true
+            cutHere = true
         }
         rawCount += bytes.count
-        guard !bytes.isEmpty else { return }
-        lastByte = bytes.last
-        // Past 1 MiB, reserve for the whole cap at once, at the escaping ratio seen so far: growing by doubling would
-        // copy the buffer again and again and could leave twice the answer allocated.
-        if encoded.count < 1 << 20 && encoded.count + bytes.count >= 1 << 20 {
-            let ratio = Double(encoded.count) / Double(max(1, rawCount - bytes.count))
-            encoded.reserveCapacity(Int(Double(limit) * max(1, ratio) * 1.05) + (64 << 10))
+        if !bytes.isEmpty {
+            lastByte = bytes.last
+            // Past 1 MiB, reserve for the whole cap at once, at the escaping ratio seen so far: growing by doubling
+            // would copy the buffer again and again and could leave twice the answer allocated.
+            if encoded.count < 1 << 20 && encoded.count + bytes.count >= 1 << 20 {
+                let ratio = Double(encoded.count) / Double(max(1, rawCount - bytes.count))
+                let expected = Int(Double(limit) * max(1, ratio) * 1.05)
+                encoded.reserveCapacity(min(expected, escapedLimit) + prefixCount + (64 << 10))
+            }
+            let text = incomplete + bytes
+            let split = Self.completePrefixLength(text)
+            appendText(text[..<split])
+            incomplete = Array(text[split...])
         }
-        let text = incomplete + bytes
-        let split = Self.completePrefixLength(text)
-        appendText(text[..<split])
-        incomplete = Array(text[split...])
+        if cutHere && cut == .none { cut = .bytes }
     }
 
     mutating func appendLine(_ line: String) {
@@ -113,10 +147,36 @@ struct JSONTextBuilder {
     }
 
     private mutating func appendText(_ bytes: ArraySlice<UInt8>) {
-        guard !bytes.isEmpty else { return }
+        guard !bytes.isEmpty, cut != .escaped else { return }
         // Swift's decoding replaces each ill-formed sequence with U+FFFD, as Python's errors="replace" does.
         var text = String(decoding: bytes, as: UTF8.self)
+        let start = encoded.count
         text.withUTF8 { JSONValue.appendEscaped($0, to: &encoded) }
+        let room = escapedLimit - (start - prefixCount)
+        guard encoded.count - start > room else { return }
+        // Over the escaped cap (by at most one piece's escaping): cut back to the last whole character or escape.
+        encoded.removeSubrange((start + Self.wholeUnits(of: encoded[start...], upTo: room))...)
+        incomplete = []
+        lastByte = 0  // whatever the text ends with now, the marker goes on a line of its own
+        cut = .escaped
+    }
+
+    /// How many bytes of escaped text, at most `room`, end on a boundary between characters or escape sequences
+    /// (`\n`, `\u0000`, a UTF-8 sequence are never split).
+    static func wholeUnits(of escaped: ArraySlice<UInt8>, upTo room: Int) -> Int {
+        var index = escaped.startIndex
+        while index < escaped.endIndex {
+            let byte = escaped[index]
+            let length: Int
+            if byte == UInt8(ascii: "\\") {
+                length = index + 1 < escaped.endIndex && escaped[index + 1] == UInt8(ascii: "u") ? 6 : 2
+            } else {
+                length = byte < 0x80 ? 1 : byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : 2
+            }
+            guard index - escaped.startIndex + length <= room else { break }
+            index += length
+        }
+        return index - escaped.startIndex
     }
 
     /// The length of `bytes` without a trailing UTF-8 sequence that is cut short (at most 3 bytes are held back).

@@ -72,7 +72,8 @@ extension SandboxServer.Options {
             "Prefix of the environment variables GET /v1/metadata serves."),
         .init(
             ["max-output-bytes"], \.maxOutputBytes,
-            "Bytes of stdout and of stderr /execute keeps per command; the rest is cut and marked.", check: positive),
+            "Bytes of stdout and of stderr /execute keeps per command, and twice that once escaped as JSON; the "
+                + "rest is cut and marked.", check: positive),
         .init(
             ["max-upload-bytes"], \.maxUploadBytes, "Largest upload or file write body; larger ones get 413.",
             check: notNegative),

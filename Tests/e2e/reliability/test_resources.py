@@ -97,6 +97,24 @@ def test_capped_stderr_still_carries_the_timeout_message(start_server):
     assert body["stderr"].rstrip("\n").endswith("Command timed out after 2 seconds"), body["stderr"][-300:]
 
 
+@pytest.mark.deadline(120)
+def test_sixteen_mib_of_nul_gives_an_answer_bounded_by_its_escaped_size(start_server):
+    """Each NUL escapes to six bytes (`\\u0000`): 16 MiB of them were a 96 MiB `stdout` in the answer. Each stream's
+    escaped text is kept to twice --max-output-bytes (16 MiB by default), cut between escapes and marked."""
+    srv = start_server()
+    resp = requests.post(srv.base_url + "/execute", json={"command": "head -c 16777216 /dev/zero"}, timeout=100)
+    assert resp.status_code == 200, resp.text[:300]
+    size = len(resp.content)
+    body = resp.json()
+    peak = status_kib(srv.pid, "VmHWM")
+    record_figures("nul_16_mib", {"answer_bytes": size, "peak_vmhwm_kib": peak})
+    assert body["exit_code"] == 0 and body.get("truncated") is True, {k: v for k, v in body.items() if k != "stdout"}
+    assert size <= 2 * 16 * MiB + 1024, f"the answer is {size} bytes"
+    kept, _, marker = body["stdout"].partition("\n")
+    assert set(kept) == {"\0"} and len(kept) == 2 * 16 * MiB // 6, len(kept)
+    assert marker == "[output truncated: more than 33554432 bytes once escaped]", marker
+
+
 @pytest.mark.deadline(60)
 def test_yes_flood_under_default_cap_keeps_server_memory_under_64_mib(start_server):
     """`yes` for 5 s (GBs of output) with the default 16 MiB cap: the server's peak RSS (VmHWM) stays < 64 MiB."""
