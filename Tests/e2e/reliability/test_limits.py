@@ -15,6 +15,7 @@ import resource
 import shutil
 import socket
 import stat
+import subprocess
 import time
 from typing import Callable, Iterator
 
@@ -255,3 +256,66 @@ def test_a_spawn_out_of_descriptors_is_503_with_retry_after_and_registers_nothin
     finally:
         session.close()
         kill_matching(f"sleep {duration}")
+
+
+# What the combined abuse may cost the server at most: about 20 MiB idle, the 16 MiB of NUL's answer (32 MiB once
+# escaped), `yes` under /execute (16 MiB kept, 24 MiB escaped), and a little per stream and connection.
+COMBINED_RSS_BUDGET_KIB = 128 * 1024
+
+
+@pytest.mark.deadline(150)
+def test_under_all_the_abuse_at_once_get_root_answers_within_50_ms_and_memory_stays_bounded(start_limited):
+    """Under a descriptor limit of 1024: the process table nearly full, 100 idle connections, output held open after
+    the shell's exit on every front, a `yes` flood and 16 MiB of NUL through /execute, all at once. `GET /` on a
+    fresh connection answers within 50 ms throughout, and the server's peak RSS stays within its budget."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 400 and hard >= 400:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    srv = start_limited(1024)
+    duration = unique_sleep(300)
+    marker = f"abuse-{os.urandom(4).hex()}"
+    session = requests.Session()
+    idle: list[socket.socket] = []
+    clients: list[subprocess.Popen] = []
+    try:
+        for _ in range(140):
+            resp = session.post(srv.base_url + "/v1/processes", json={"command": ["sleep", duration]}, timeout=10)
+            assert resp.status_code == 201, resp.text
+        for _ in range(100):
+            idle.append(socket.create_connection((srv.host, srv.port), timeout=5))
+        held = f"setsid yes {marker} & sleep 0.2; exit 0"
+        for path, command in [("/execute/stream", f"sh -c '{held}'"), ("/execute/stream", f"sh -c 'yes {marker} & exit 0'"),
+                              ("/execute", f"sh -c '{held}'"), ("/execute", "head -c 16777216 /dev/zero"),
+                              ("/execute", f"timeout 3 yes {marker}")]:
+            clients.append(subprocess.Popen(
+                ["curl", "-sS", "-N", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60", "-X", "POST",
+                 "-H", "Content-Type: application/json", "--data", json.dumps({"command": command}),
+                 srv.base_url + path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for body in [{"command": held, "shell": True}, {"command": held, "shell": True, "pty": {"cols": 80, "rows": 24}}]:
+            resp = session.post(srv.base_url + "/v1/processes", json=body, timeout=10)
+            assert resp.status_code == 201, resp.text
+        latencies = []
+        started = time.monotonic()
+        while time.monotonic() - started < 4.0:
+            latencies.append(get_root_latency(srv))
+            time.sleep(0.02)
+        statuses = [client.communicate(timeout=60)[0] for client in clients]
+        assert statuses == ["200"] * len(clients), statuses
+        peak = int(next(line.split()[1] for line in pathlib.Path(f"/proc/{srv.pid}/status").read_text().splitlines()
+                        if line.startswith("VmHWM:")))
+        writers = wait_until(lambda: not live_matching(f"yes {marker}"), 5.0)
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        for sock in idle:
+            sock.close()
+        session.close()
+        kill_matching(f"sleep {duration}", f"yes {marker}")
+    slow = [round(latency * 1000, 1) for latency in latencies if latency >= 0.050]
+    record_figures("combined_abuse", {"probes": len(latencies), "get_root_max_ms": round(max(latencies) * 1000, 1),
+                                      "peak_vmhwm_kib": peak})
+    assert writers, "a yes outlived its command"
+    assert peak < COMBINED_RSS_BUDGET_KIB, f"server peak RSS {peak} KiB"
+    assert not slow, f"GET / took {slow} ms (of {len(latencies)} probes) under the abuse"
