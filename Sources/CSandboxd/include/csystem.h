@@ -1,6 +1,6 @@
 // Linux and glibc calls sandboxd needs that Swift's Glibc module does not offer (or offers only as C variadics):
 // a vfork-based spawn (the child runs only async-signal-safe system calls before exec), epoll, signalfd, inotify,
-// pseudo-terminal setup, thread names and the child-subreaper flag.
+// pseudo-terminal setup, thread names, the child-subreaper and dumpable flags, the descriptor limit and `waitid`.
 #ifndef CSYSTEM_H
 #define CSYSTEM_H
 

@@ -48,8 +48,7 @@ final class ChildReaper: Sendable {
         var last: UInt64 = 0
         /// How long the last scan took, in nanoseconds.
         var cost: UInt64 = 0
-        /// Scans and the processes they killed, for measurements.
-        var scans = 0
+        /// Processes the sweeps killed (a metric).
         var killed = 0
     }
 
@@ -83,11 +82,11 @@ final class ChildReaper: Sendable {
         }
         // Insurance against a SIGCHLD taken by a thread that does not block it: a status is never left waiting
         // for more than a second.
-        @Sendable func sweep() {
+        @Sendable func reapPeriodically() {
             reapAvailable()
-            loop.after(1, sweep)
+            loop.after(1, reapPeriodically)
         }
-        loop.after(1, sweep)
+        loop.after(1, reapPeriodically)
     }
 
     /// Declares that every child of this process is a command's or a command's leftover (true of the sandboxd
@@ -123,8 +122,8 @@ final class ChildReaper: Sendable {
         return pid
     }
 
-    /// Sweeps so far and the processes they killed (for measurements).
-    var sweepCounts: (scans: Int, killed: Int) { state.withLock { ($0.sweep.scans, $0.sweep.killed) } }
+    /// Processes the sweeps have killed: descendants that outlived their command.
+    var straysKilled: Int { state.withLock { $0.sweep.killed } }
 
     /// Kills the group of a child that has exited (unreaped), then reaps it and hands its status on.
     private func reap(_ pid: pid_t) -> Bool {
@@ -185,7 +184,7 @@ final class ChildReaper: Sendable {
 
     /// Asks for a sweep soon: after a command ended or any child was reaped (its children are sandboxd's now).
     /// Requests are coalesced, and sweeps are at least `sweepInterval` apart.
-    func requestSweep() {
+    private func requestSweep() {
         let delay = state.withLock { state -> Double? in
             guard state.sweep.enabled, !state.sweep.scheduled else { return nil }
             state.sweep.scheduled = true
@@ -222,7 +221,6 @@ final class ChildReaper: Sendable {
             state.sweep.scheduled = false
             state.sweep.last = monotonicNanoseconds()
             state.sweep.cost = state.sweep.last - began
-            state.sweep.scans += 1
             state.sweep.killed += killed
         }
         if killed > 0 { requestSweep() }

@@ -44,7 +44,7 @@ public final class SandboxServer: Sendable {
                 (
                     "sandboxd_strays_killed_total",
                     "Processes killed because their command had ended (descendants that left its process group).",
-                    "counter", Double(ChildReaper.shared.sweepCounts.killed)
+                    "counter", Double(ChildReaper.shared.straysKilled)
                 ),
             ]
             let failures = runner.spawnFailureCounts
