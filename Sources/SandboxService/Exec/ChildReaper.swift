@@ -64,8 +64,8 @@ final class ChildReaper: Sendable {
     private static let unclaimedLifetime: UInt64 = 10_000_000_000
     /// The least time between two sweeps: a burst of ended commands costs one scan of /proc per interval, and a
     /// stray lives at most this long (plus one scan) after its command ended. A scan reads every process's stat
-    /// (about 20 µs each here: 2 ms for 100 processes, 20 ms for 600), so the interval is also at least ten scans
-    /// long: sweeping never takes more than a tenth of the I/O loop.
+    /// (20–50 µs each here, most of it the kernel's: 2–5 ms for 100 processes, 20–30 ms for 600), so the interval is
+    /// also at least ten scans long: sweeping never takes more than a tenth of the I/O loop.
     static let sweepInterval: UInt64 = 50_000_000
 
     private init(loop: IOLoop) {
