@@ -133,33 +133,44 @@ func spawnProcess(
     let candidates = locator.candidates(for: program)
     var pid: pid_t = 0
     var executed: Int32 = 0
-    let result = withCStrings(candidates) { cCandidates in
-        withCStrings(argv) { cArgv in
-            withCStrings(environment) { cEnv in
-                cwd.withCString { cCwd in
-                    withOptionalCString(streams.terminalPath) { cTerminal in
-                        resetSignals.withUnsafeBufferPointer { signals in
-                            var request = csystem_spawn_request(
-                                candidates: UnsafePointer(OpaquePointer(cCandidates.baseAddress)),
-                                candidate_count: Int32(candidates.count), argv: cArgv.baseAddress,
-                                envp: cEnv.baseAddress,
-                                cwd: cCwd, cwd_fd: cwdDescriptor, terminal: cTerminal, stdin_fd: streams.childStdin,
-                                stdout_fd: streams.childStdout, stderr_fd: streams.childStderr,
-                                reset_signals: signals.baseAddress, reset_count: Int32(signals.count),
-                                executed: &executed)
-                            return csystem_spawn(&request, &pid)
+    let attempt = { (pid: inout pid_t, executed: inout Int32) -> Int32 in
+        withCStrings(candidates) { cCandidates in
+            withCStrings(argv) { cArgv in
+                withCStrings(environment) { cEnv in
+                    cwd.withCString { cCwd in
+                        withOptionalCString(streams.terminalPath) { cTerminal in
+                            resetSignals.withUnsafeBufferPointer { signals in
+                                var request = csystem_spawn_request(
+                                    candidates: UnsafePointer(OpaquePointer(cCandidates.baseAddress)),
+                                    candidate_count: Int32(candidates.count), argv: cArgv.baseAddress,
+                                    envp: cEnv.baseAddress,
+                                    cwd: cCwd, cwd_fd: cwdDescriptor, terminal: cTerminal, stdin_fd: streams.childStdin,
+                                    stdout_fd: streams.childStdout, stderr_fd: streams.childStderr,
+                                    reset_signals: signals.baseAddress, reset_count: Int32(signals.count),
+                                    executed: &executed)
+                                return csystem_spawn(&request, &pid)
+                            }
                         }
                     }
                 }
             }
         }
     }
+    // ETXTBSY: the program is open for writing somewhere. Often only for an instant: a concurrent spawn's vfork child
+    // holds a copy of every descriptor of the server until its exec, so a file just written (an upload, a test's
+    // script) can be "busy" for a few microseconds after its writer closed it. A few short retries ride that out;
+    // a program really held open for writing still fails (126, as a shell reports it).
+    var result = attempt(&pid, &executed)
+    for delay in [1, 2, 4, 8, 16] where result == ETXTBSY {
+        usleep(UInt32(delay * 1000))
+        result = attempt(&pid, &executed)
+    }
     switch result {
     case 0:
         locator.found(program, at: candidates[Int(executed)])
         return pid
     case ENOENT, ENOTDIR: throw .notFound(program)
-    case EACCES, ENOEXEC, EISDIR, EPERM: throw .notExecutable(program)
+    case EACCES, ENOEXEC, EISDIR, EPERM, ETXTBSY: throw .notExecutable(program)
     case _ where SpawnError.resourceErrors.contains(result): throw .resourcesExhausted("spawn", result)
     default: throw .failed("spawn", result)
     }
