@@ -16,8 +16,14 @@ let package = Package(
         .target(name: "CSandboxd"),
         .target(
             name: "SandboxService",
-            dependencies: ["CMicroHTTPD", "CSandboxd", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CMicroHTTPD", "CSandboxd", .product(name: "Logging", package: "swift-log")],
+            plugins: ["EmbedOpenAPI"]
         ),
+        // Build time only: compile API/openapi.json into SandboxService. The plugin lives under Sources/ because the
+        // image's build stage (docker/Dockerfile) copies only Package.swift, Sources and Tests.
+        .executableTarget(name: "EmbedText"),
+        .plugin(
+            name: "EmbedOpenAPI", capability: .buildTool(), dependencies: ["EmbedText"], path: "Sources/EmbedOpenAPI"),
         .executableTarget(
             name: "sandboxd",
             dependencies: [

@@ -1,5 +1,8 @@
 """The OpenAPI document at GET /openapi.json against the server that serves it.
 
+- The server serves the data file in the repository (Sources/SandboxService/API/openapi.json) byte for byte, with
+  its version filled in; the other tests read that file, so a route missing from it fails them. (OpenAPIDocumentTests
+  in Swift also holds the file against the server's route table.)
 - It is a valid OpenAPI document (openapi-spec-validator) that names the server's version.
 - Every route the server answers is in it: a list of probe URLs (the API's, plus near misses and the paths other
   frameworks serve) is sent with every method, and each method + URL the server routes (anything but the router's
@@ -23,10 +26,13 @@ from typing import Any, Iterator
 import pytest
 from openapi_spec_validator import validate
 
-from conftest import Api, RawResponse
+from conftest import REPO, Api, RawResponse
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 TOKEN = "openapi-test-token"
+DATA_FILE = REPO / "Sources" / "SandboxService" / "API" / "openapi.json"
+# What the data file has for info.version; the server fills in its own (OpenAPIDocument.versionPlaceholder).
+VERSION_PLACEHOLDER = "@SANDBOXD_VERSION@"
 
 
 def fetch_document(api: Api, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -37,8 +43,9 @@ def fetch_document(api: Api, headers: dict[str, str] | None = None) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def document(api: Api) -> dict[str, Any]:
-    return fetch_document(api)
+def document() -> dict[str, Any]:
+    """The data file in the repository (test_served_document_is_the_data_file: what the server serves)."""
+    return json.loads(DATA_FILE.read_text(encoding="utf-8"))
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -102,13 +109,24 @@ def send(api: Api, method: str, url: str, headers: dict[str, str] | None = None)
 # the document itself
 
 
+def test_served_document_is_the_data_file(api: Api, document: dict[str, Any]) -> None:
+    data = DATA_FILE.read_bytes()
+    assert data.count(VERSION_PLACEHOLDER.encode()) == 1 and document["info"]["version"] == VERSION_PLACEHOLDER
+    served = api.raw("GET", "/openapi.json")
+    assert served.status == 200, served
+    version = served.json()["info"]["version"]
+    assert version != VERSION_PLACEHOLDER
+    assert served.content == data.replace(VERSION_PLACEHOLDER.encode(), version.encode()), \
+        f"GET /openapi.json is not {DATA_FILE.relative_to(REPO)} (rebuild the server?)"
+
+
 def test_document_is_valid_openapi(api: Api, document: dict[str, Any], server) -> None:
     validate(document)
     assert document["openapi"].startswith("3.")
     if server.local:
         started = re.search(r"sandboxd (\S+) listening on", server.logs())
         assert started, server.log_tail()
-        assert document["info"]["version"] == started.group(1)
+        assert fetch_document(api)["info"]["version"] == started.group(1)
 
 
 def test_head_of_the_document(api: Api, document: dict[str, Any]) -> None:

@@ -84,6 +84,9 @@ public final class SandboxServer: Sendable {
         http = HTTPServer(configuration: configuration, router: router, logger: logger, metrics: metrics)
     }
 
+    /// The routes it serves (tests hold them against the OpenAPI document).
+    var router: Router { http.router }
+
     /// Starts listening; returns the bound port.
     public func start() throws -> UInt16 {
         let port = try http.start()
