@@ -237,3 +237,26 @@ pid_t csystem_exited_child(int block) {
     } while (result < 0 && errno == EINTR && block);
     return result < 0 ? -1 : info.si_pid;
 }
+
+static int termination_fd = -1;
+
+static void forward_termination(int signal, siginfo_t *info, void *context) {
+    (void)context;
+    int saved = errno;
+    csystem_termination message = {signal, info->si_code <= 0 ? info->si_pid : 0};
+    // One write below PIPE_BUF is atomic; a full pipe drops the signal, and one already waiting does the same work.
+    ssize_t written = write(termination_fd, &message, sizeof message);
+    (void)written;
+    errno = saved;
+}
+
+int csystem_forward_termination_signals(int fd) {
+    termination_fd = fd;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = forward_termination;
+    action.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGTERM, &action, NULL) != 0) return -1;
+    return sigaction(SIGINT, &action, NULL);
+}

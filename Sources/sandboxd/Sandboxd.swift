@@ -82,7 +82,7 @@ enum Sandboxd {
             LogOutput.standardError.flush()
             exit(1)
         }
-        let signal = TerminationSignals.wait()
+        let signal = TerminationSignals.waitForShutdown(logger: logger)
         logger.info("received signal \(signal), shutting down")
         server.shutdown()
         LogOutput.standardError.flush()

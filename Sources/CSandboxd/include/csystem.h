@@ -71,6 +71,16 @@ void csystem_block_sigchld(void);
 int csystem_sigchld_fd(void);
 void csystem_drain_signalfd(int fd);
 
+/// SIGTERM and SIGINT: `csystem_forward_termination_signals` installs a handler for both that writes one
+/// `csystem_termination` to `fd` (a pipe) per signal: the signal and its sender's pid as this process sees it, which
+/// is 0 for a sender outside this process's pid namespace (a container runtime, the kubelet) or the kernel (a
+/// terminal's Ctrl-C). Returns 0, or -1 with errno.
+typedef struct {
+    int32_t signal;
+    int32_t sender;
+} csystem_termination;
+int csystem_forward_termination_signals(int fd);
+
 /// inotify, to learn when a directory's entries change: `csystem_watch_directories` starts watching the given
 /// directories (an entry of `watched` is set to 1 for each one that could be watched) and returns the descriptor
 /// (non-blocking) or -1; `csystem_directory_events` reads what is pending and returns 0 (nothing), 1 (entries

@@ -37,9 +37,19 @@ enum ProcessTree {
         }
     }
 
+    /// Whether /proc shows this process's own pid namespace. One mounted for another namespace (sandboxd started by
+    /// `unshare --pid` without its own /proc) numbers other processes: a scan of it would kill strangers, so none is
+    /// made and only process groups are killed.
+    static let procIsOurs: Bool = {
+        var link = [CChar](repeating: 0, count: 32)
+        let count = readlink("/proc/self", &link, link.count - 1)
+        guard count > 0 else { return false }
+        return String(decoding: link[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) == String(getpid())
+    }()
+
     /// Calls `body` with the pid, parent pid and state letter of every process in /proc.
     private static func forEachProcess(_ body: (pid_t, pid_t, UInt8) -> Void) {
-        guard let directory = opendir("/proc") else { return }
+        guard procIsOurs, let directory = opendir("/proc") else { return }
         defer { closedir(directory) }
         let proc = dirfd(directory)
         // One buffer for every path ("<pid>/stat", opened beneath /proc) and every stat line: this runs for each

@@ -92,6 +92,10 @@ public final class SandboxServer: Sendable {
         let port = try http.start()
         let shownHost = options.host.contains(":") ? "[\(options.host)]" : options.host
         logger.info("sandboxd \(Self.version) listening on \(shownHost):\(port) root=\(root.path)")
+        if options.ownsAllChildren && !ProcessTree.procIsOurs {
+            logger.warning(
+                "/proc belongs to another pid namespace: what a command leaves outside its process group is not found")
+        }
         return port
     }
 

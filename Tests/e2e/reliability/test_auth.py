@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from conftest import Server, launch, sandboxd_binary, stop
+from conftest import Server, launch, proc_table, sandboxd_binary, stop, wait_until
 
 from .support import RawConn, multipart_body, request_bytes
 
@@ -312,3 +313,40 @@ def test_a_command_of_the_servers_user_can_read_neither_its_memory_nor_its_token
     assert seen["mem"] == seen["environ"] == seen["maps"] == seen["fd"] == 13, seen  # EACCES, not another failure
     assert seen["pidfd_open"] is True and seen["pidfd_getfd_errors"] == [1], seen  # EPERM for every descriptor
     assert seen["own_environ_readable"], "the command itself is not dumpable: it cannot read its own /proc files"
+
+
+def test_as_pid_1_the_server_ignores_signals_from_its_commands_and_obeys_those_from_outside(tmp_path):
+    """Commands run as the server's user, so the kernel lets them signal it. As a container's PID 1 (the image's
+    entrypoint) sandboxd stops only for a SIGTERM or SIGINT from outside its pid namespace; the kernel drops a
+    SIGKILL or SIGSTOP from inside it."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (util-linux) for a pid namespace")
+    binary = sandboxd_binary()
+    if not binary.is_file():
+        pytest.skip(f"needs the sandboxd binary ({binary})")
+    wrapper = tmp_path / "sandboxd-pid1"
+    # A pid namespace with its own /proc; unshare waits for sandboxd (its child, PID 1 inside) and exits with its
+    # status.
+    wrapper.write_text(f'#!/bin/sh\nexec unshare --pid --fork --mount-proc "{binary}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    root = tmp_path / "root"
+    root.mkdir()
+    srv = launch(wrapper, root)
+    try:
+        answer = requests.post(
+            f"{srv.base_url}/execute",
+            json={"command": "sh -c 'kill -TERM 1; kill -INT 1; kill -KILL 1; kill -STOP 1; echo still here'"},
+            timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stdout"] == "still here\n"
+        assert requests.get(f"{srv.base_url}/", timeout=5).status_code == 200
+        assert srv.proc.poll() is None, srv.log_tail()
+        assert srv.wait_for_log(r"ignored signal 15 from pid \d+"), srv.log_tail()
+
+        inside = wait_until(lambda: [pid for pid, (ppid, _) in proc_table().items() if ppid == srv.pid], 5)
+        assert inside, "sandboxd is not unshare's child"
+        os.kill(inside[0], signal.SIGTERM)
+        assert srv.proc.wait(timeout=15) == 0, srv.log_tail()
+        assert "received signal 15, shutting down" in srv.logs()
+    finally:
+        stop(srv, expect_clean=False)
