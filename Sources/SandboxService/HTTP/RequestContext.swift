@@ -1,6 +1,4 @@
-import CMicroHTTPD
 import Dispatch
-import Synchronization
 
 /// Per-request state, owned by libmicrohttpd's `*req_cls`: retained on the first access-handler call and released
 /// once in the completion callback. Only the connection's polling thread touches it.
@@ -101,30 +99,5 @@ final class RequestContext {
             return .failed(error)
         }
         return .stored(filename: "")
-    }
-}
-
-/// A connection pointer that crosses threads. libmicrohttpd allows `MHD_resume_connection` from any thread (the
-/// daemon uses an inter-thread channel); `MHD_suspend_connection` is only called from this connection's callbacks.
-struct ConnectionHandle: @unchecked Sendable {
-    let raw: OpaquePointer
-
-    func suspend() { MHD_suspend_connection(raw) }
-    func resume() { MHD_resume_connection(raw) }
-}
-
-/// Request ids: 16 hex digits, a random half per process and a counting half, so ids differ across restarts without
-/// a `getrandom` system call per request.
-enum RequestID {
-    private static let prefix = hex(UInt32.random(in: 0...UInt32.max))
-    private static let counter = Atomic<UInt32>(0)
-
-    static func next() -> String {
-        prefix + hex(counter.wrappingAdd(1, ordering: .relaxed).newValue)
-    }
-
-    private static func hex(_ value: UInt32) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 8 - digits.count) + digits
     }
 }
