@@ -417,37 +417,12 @@ extension HTTPServer {
         }
         if let stream = context.stream { unregister(stream) }
         if context.fileBytes > 0 { unregisterDownload(context) }
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - context.started.uptimeNanoseconds) / 1e9
-        metrics.observe(route: context.routeLabel, method: context.method, status: context.status, seconds: seconds)
-        if context.bytesReceived > 0 && context.bodyMode.isStreamed { metrics.addUploaded(context.bytesReceived) }
-        if cleanly && context.fileBytes > 0 { metrics.addDownloaded(context.fileBytes) }
-        let status = context.status == 0 ? "-" : String(context.status)
-        let microseconds = Int((seconds * 1e6).rounded())
-        let message: Logger.Message =
-            "\(context.method) \(context.path) \(status) \(Self.decimal(microseconds, places: 3, of: 1))ms\(cleanly ? "" : " (connection closed)")"
-        // The text line already says method, path, status and duration; structured logs get them as fields.
-        if configuration.structuredLogs {
-            logger.info(
-                message,
-                metadata: [
-                    "request_id": "\(context.requestID)", "method": "\(context.method)", "path": "\(context.path)",
-                    "status": "\(context.status)", "duration_ms": "\(Self.decimal(microseconds, places: 3, of: 3))",
-                ])
-        } else {
-            logger.info(message, metadata: ["request_id": "\(context.requestID)"])
-        }
-    }
-
-    /// `value / 10^places` printed with `shown` decimals (without Foundation's `String(format:)`, which is slow in
-    /// the per-request log line).
-    static func decimal(_ value: Int, places: Int, of shown: Int) -> String {
-        var scale = 1
-        for _ in 0..<places { scale *= 10 }
-        var drop = 1
-        for _ in 0..<(places - shown) { drop *= 10 }
-        let scaled = (value + drop / 2) / drop
-        let unit = scale / drop
-        let fraction = String(scaled % unit)
-        return "\(scaled / unit).\(String(repeating: "0", count: shown - fraction.count))\(fraction)"
+        let request = CompletedRequest(
+            requestID: context.requestID, method: context.method, path: context.path, route: context.routeLabel,
+            status: context.status,
+            seconds: Double(DispatchTime.now().uptimeNanoseconds - context.started.uptimeNanoseconds) / 1e9,
+            cleanly: cleanly, bytesUploaded: context.bodyMode.isStreamed ? context.bytesReceived : 0,
+            bytesDownloaded: cleanly ? context.fileBytes : 0)
+        for observer in observers { observer.requestCompleted(request) }
     }
 }

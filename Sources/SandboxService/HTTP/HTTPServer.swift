@@ -87,7 +87,8 @@ public final class HTTPServer: Sendable {
     let configuration: Configuration
     let router: Router
     let logger: Logger
-    let metrics: Metrics
+    /// Told of every finished request: the access log and metrics.
+    let observers: [any RequestObserver]
     /// Warnings that can come in floods (refused connections, libmicrohttpd's messages): one line per second each.
     let throttle: LogThrottle
     private let state = Mutex(State())
@@ -96,7 +97,7 @@ public final class HTTPServer: Sendable {
         self.configuration = configuration
         self.router = router
         self.logger = logger
-        self.metrics = metrics
+        observers = [AccessLog(logger: logger, structured: configuration.structuredLogs), metrics]
         throttle = LogThrottle(logger: logger)
     }
 
