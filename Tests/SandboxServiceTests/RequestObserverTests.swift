@@ -5,7 +5,7 @@ import Testing
 @testable import SandboxService
 
 /// Keeps every record logged through it.
-private struct CapturingLogHandler: LogHandler {
+struct CapturingLogHandler: LogHandler {
     final class Records: Sendable {
         let lines = Mutex<[(message: String, metadata: [String: String])]>([])
     }

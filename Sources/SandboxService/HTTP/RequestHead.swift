@@ -7,12 +7,45 @@
 /// whitespace before a field's colon is refused only at level -1, which the manual documents as the most tolerant
 /// and which turns the other two checks off. So every check is here, answered in sandboxd's shape.
 struct RequestHead {
+    var method = "GET"
+    /// The path as sent (percent-encoded), without the query.
+    var path = "/"
+    /// Query arguments, percent-decoded; a repeated key keeps its last value.
+    var query: [String: String] = [:]
     /// The HTTP version as sent: `HTTP/1.0`, or `HTTP/1.1` (libmicrohttpd takes 1.2 to 1.9 as 1.1).
     var version: String
     /// False when the request target held a byte that RFC 9112 does not allow in it (see `isValidTarget`).
     var targetIsValid: Bool
     /// Every header field in the order sent, repeats included: name (as sent) and value (without leading whitespace).
     var fields: [(name: [UInt8], value: [UInt8])]
+
+    /// What the first Content-Length field (the one libmicrohttpd's own lookup finds) declares.
+    enum DeclaredLength: Equatable {
+        case none
+        case bytes(Int)
+        /// Not a plain decimal number of at most 18 digits.
+        case invalid
+    }
+
+    var declaredLength: DeclaredLength {
+        guard let field = fields.first(where: { Self.lowercased($0.name) == Self.contentLength }) else { return .none }
+        let digits = Self.trimmed(field.value)
+        guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ (48...57).contains($0) }) else {
+            return .invalid
+        }
+        return .bytes(digits.reduce(0) { $0 * 10 + Int($1 - 48) })
+    }
+
+    /// Header values by lower-cased name. A repeated field keeps its first value, as `MHD_lookup_connection_value` and
+    /// Starlette do.
+    var headers: [String: String] {
+        var headers: [String: String] = [:]
+        for field in fields {
+            let name = String(decoding: Self.lowercased(field.name), as: UTF8.self)
+            if headers[name] == nil { headers[name] = String(decoding: field.value, as: UTF8.self) }
+        }
+        return headers
+    }
 
     /// The answer refusing this head before any of its body is read, or nil if the request may be served. Every
     /// refusal closes the connection: whatever follows the head cannot be told apart from a next request.

@@ -2,7 +2,7 @@ import CMicroHTTPD
 
 /// Streams one file part of a `multipart/form-data` body into an `UploadSink`, using libmicrohttpd's post processor
 /// (which also handles urlencoded bodies, where no part has a filename). Polling thread only.
-final class UploadReceiver {
+final class UploadReceiver: MultipartReceiver {
     private let field: String
     private let open: @Sendable (String) throws(APIError) -> any UploadSink
     private var processor: OpaquePointer?
@@ -34,9 +34,13 @@ final class UploadReceiver {
         }
     }
 
-    deinit {
+    deinit { abort() }
+
+    func abort() {
         if let processor { MHD_destroy_post_processor(processor) }
+        processor = nil
         sink?.abort()
+        sink = nil
     }
 
     func consume(_ chunk: UnsafeRawBufferPointer) {
