@@ -81,31 +81,52 @@ private func head(
         fields: fields.map { (Array($0.0.utf8), Array($0.1.utf8)) })
 }
 
-private func machine(
-    _ head: RequestHead, routes: [Router.Route] = [], token: String? = nil, maxUploadBytes: Int? = nil
-) -> RequestMachine {
-    var router = Router()
-    routes.forEach { router.add($0) }
-    return RequestMachine(
-        head: head, policy: RequestMachine.Policy(router: router, bearerToken: token, maxUploadBytes: maxUploadBytes))
-}
+/// A machine with the head and the policy its first transition takes.
+private struct DrivenRequest {
+    var machine = RequestMachine()
+    let head: RequestHead
+    let policy: RequestMachine.Policy
 
-extension RequestMachine {
+    var state: RequestMachine.State { machine.state }
+
     /// `receiveHead` for a request whose route takes no multipart body.
-    fileprivate mutating func receiveHead() -> Action {
+    mutating func receiveHead() -> RequestMachine.Action {
         receiveHead { _, _ in
             Issue.record("no multipart receiver was expected")
             return RecordingReceiver()
         }
     }
 
-    fileprivate mutating func receive(_ text: String) -> Action {
+    mutating func receiveHead(
+        receiver: (String, @escaping @Sendable (String) throws(APIError) -> any UploadSink) -> any MultipartReceiver
+    ) -> RequestMachine.Action {
+        machine.receiveHead(head, policy: policy, receiver: receiver)
+    }
+
+    mutating func receive(_ text: String) -> RequestMachine.Action {
         Array(text.utf8).withUnsafeBytes { receive($0) }
     }
 
-    fileprivate mutating func poll(_ suspension: FakeSuspension = FakeSuspension()) -> Action {
-        poll(suspend: suspension.suspend, resume: suspension.resume)
+    mutating func receive(_ bytes: UnsafeRawBufferPointer) -> RequestMachine.Action {
+        machine.receive(bytes)
     }
+
+    mutating func poll(_ suspension: FakeSuspension = FakeSuspension()) -> RequestMachine.Action {
+        machine.poll(suspend: suspension.suspend, resume: suspension.resume)
+    }
+
+    mutating func refuseWait() -> RequestMachine.Action { machine.refuseWait() }
+
+    mutating func complete(cleanly: Bool) -> CompletedRequest { machine.complete(cleanly: cleanly) }
+}
+
+private func machine(
+    _ head: RequestHead, routes: [Router.Route] = [], token: String? = nil, maxUploadBytes: Int? = nil
+) -> DrivenRequest {
+    var router = Router()
+    routes.forEach { router.add($0) }
+    return DrivenRequest(
+        head: head, policy: RequestMachine.Policy(router: router, bearerToken: token, maxUploadBytes: maxUploadBytes))
 }
 
 extension RequestMachine.Action {
@@ -158,7 +179,7 @@ private final class LaterAnswer: Sendable {
     var clientGoneCalls: Int { told.withLock { $0 } }
 
     /// A request to `POST /wait`, taken up to the wait for `pending`.
-    func waitingRequest() -> RequestMachine {
+    func waitingRequest() -> DrivenRequest {
         var request = machine(
             head("POST", "/wait"), routes: [.init("POST", .exact("/wait")) { [pending] _, _ in .pending(pending) }])
         #expect(request.receiveHead().isProceed)
@@ -201,9 +222,12 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
     }
 
     @Test func aContentLengthThatIsNotANumberClosesTheConnectionWithoutAnAnswer() {
-        for value in ["1x", "", "-1", "1234567890123456789"] {
-            var request = machine(head("POST", "/", fields: [("Host", "h"), ("Content-Length", value)]))
-            #expect(request.receiveHead().isClose, "Content-Length: \(value)")
+        for (name, value) in [
+            ("Content-Length", "1x"), ("content-length", ""), ("CONTENT-LENGTH", "-1"),
+            ("Content-Length", "1234567890123456789"),
+        ] {
+            var request = machine(head("POST", "/", fields: [("Host", "h"), (name, value)]))
+            #expect(request.receiveHead().isClose, "\(name): \(value)")
         }
         var padded = machine(head("POST", "/", fields: [("Host", "h"), ("Content-Length", " 2 ")]))
         #expect(padded.receiveHead().isProceed)

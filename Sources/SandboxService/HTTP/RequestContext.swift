@@ -1,9 +1,5 @@
 /// Per-request state, owned by libmicrohttpd's `*req_cls`: retained on the first access-handler call and released
 /// once in the completion callback. Only the connection's polling thread touches it.
 final class RequestContext {
-    var machine: RequestMachine
-
-    init(_ machine: RequestMachine) {
-        self.machine = machine
-    }
+    var machine = RequestMachine()
 }

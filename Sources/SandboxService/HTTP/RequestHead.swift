@@ -28,7 +28,7 @@ struct RequestHead {
     }
 
     var declaredLength: DeclaredLength {
-        guard let field = fields.first(where: { Self.lowercased($0.name) == Self.contentLength }) else { return .none }
+        guard let field = fields.first(where: { Self.isNamed($0.name, Self.contentLength) }) else { return .none }
         let digits = Self.trimmed(field.value)
         guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ (48...57).contains($0) }) else {
             return .invalid
@@ -140,6 +140,14 @@ struct RequestHead {
     private static func trimmed(_ value: some Collection<UInt8>) -> [UInt8] {
         let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 }
         return Array(value.drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+    }
+
+    /// Whether `name` is `lowercasedName` in any case.
+    private static func isNamed(_ name: [UInt8], _ lowercasedName: [UInt8]) -> Bool {
+        name.count == lowercasedName.count
+            && zip(name, lowercasedName).allSatisfy {
+                (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 == $1 : $0 == $1
+            }
     }
 
     private static func lowercased(_ bytes: [UInt8]) -> [UInt8] {

@@ -32,7 +32,7 @@ struct RequestMachine {
     }
 
     enum State {
-        /// The head arrived; nothing is decided yet.
+        /// Waiting for the head; nothing is decided yet.
         case head
         /// The head was accepted; its body, if any, is coming.
         case receivingBody(Body)
@@ -80,23 +80,17 @@ struct RequestMachine {
     /// Echoed as `X-Request-Id` and logged with the request.
     let requestID = RequestID.next()
     private let started = DispatchTime.now()
-    private let head: RequestHead
-    private let policy: Policy
     /// The request as its handler sees it: the path is decoded once the head is accepted.
-    private var request: HTTPRequest
+    private var request = HTTPRequest(method: "", path: "")
     private var route: Router.Route?
+    /// `Policy.maxUploadBytes`.
+    private var uploadLimit: Int?
     /// Status of the last answer handed over, 0 before.
     private var status = 0
     /// Body bytes taken into an upload or a streamed body.
     private var bytesUploaded = 0
     /// Size of the file response handed over.
     private var fileBytes: UInt64 = 0
-
-    init(head: RequestHead, policy: Policy) {
-        self.head = head
-        self.policy = policy
-        request = HTTPRequest(method: head.method, path: head.path)
-    }
 
     // MARK: transitions
 
@@ -105,10 +99,13 @@ struct RequestMachine {
     /// before any of its body (malformed, not authenticated, too large, a body its route cannot take); otherwise
     /// starts receiving the body. `receiver` makes the receiver of a multipart upload.
     mutating func receiveHead(
+        _ head: RequestHead, policy: Policy,
         receiver: (_ field: String, _ open: @escaping @Sendable (String) throws(APIError) -> any UploadSink) ->
             any MultipartReceiver
     ) -> Action {
         guard case .head = state else { return .close }
+        request = HTTPRequest(method: head.method, path: head.path)
+        uploadLimit = policy.maxUploadBytes
         let length = head.declaredLength
         guard length != .invalid else {
             state = .done
@@ -245,13 +242,13 @@ struct RequestMachine {
 
     /// A streamed body whose `Content-Length` is over the limit is refused before it is read.
     private func checkUploadLimit(_ length: RequestHead.DeclaredLength) throws(APIError) {
-        guard let limit = policy.maxUploadBytes, case .bytes(let count) = length, count > limit else { return }
+        guard let limit = uploadLimit, case .bytes(let count) = length, count > limit else { return }
         throw .uploadTooLarge(limit)
     }
 
     /// The refusal for a streamed body that went over the limit (`Transfer-Encoding: chunked` declares no length).
     private var overUploadLimit: APIError? {
-        guard let limit = policy.maxUploadBytes, bytesUploaded > limit else { return nil }
+        guard let limit = uploadLimit, bytesUploaded > limit else { return nil }
         return .uploadTooLarge(limit)
     }
 

@@ -41,12 +41,11 @@ final class RequestPipeline: Sendable {
         connection: OpaquePointer, head: RequestHead, requestContext: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     ) -> MHD_Result {
         connections.headReceived(on: connection)
-        var machine = RequestMachine(head: head, policy: policy)
-        let action = machine.receiveHead { field, open in
+        let context = RequestContext()
+        let action = context.machine.receiveHead(head, policy: policy) { field, open in
             UploadReceiver(connection: connection, field: field, open: open)
         }
         if case .close = action { return .NO }
-        let context = RequestContext(machine)
         // Retained here, released once in `completed(_:on:cleanly:)`, libmicrohttpd's completion callback.
         requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
         if case .queue = action { connections.bodyReceived(on: connection) }
