@@ -50,7 +50,7 @@ struct RequestMachine {
 
     /// How an accepted head's body is taken.
     enum Body {
-        /// Read and dropped: the head matched no route, and `answer` is sent once the body is in.
+        /// Read and dropped: the path did not decode or matched no route, and `answer` is sent once the body is in.
         case dropped(answer: APIError)
         /// Read into memory, up to `limit` bytes.
         case buffered([UInt8], limit: Int)
