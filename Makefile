@@ -9,7 +9,7 @@ ROOT ?= $(CURDIR)/sandbox-root
 APT_BUILD := libmicrohttpd-dev pkg-config
 APT_TEST := shellcheck wrk curl procps
 
-.PHONY: run build release deps deps-test test test-swift test-e2e test-container lint format bench bench-smoke clean
+.PHONY: run build release deps deps-test test test-swift test-e2e test-container lint format protos bench bench-smoke clean
 
 run: deps release
 	.build/release/sandboxd --port $(PORT) --root $(ROOT)
@@ -48,6 +48,13 @@ lint:
 
 format:
 	swift format -i -r Sources Tests
+
+# Regenerates Sources/SandboxGRPC/Generated from Protos/ (after editing a .proto; CI never runs it). The first run
+# builds the Swift protoc plugins into .build-protoc (several minutes).
+protos:
+	@dpkg -s protobuf-compiler libprotobuf-dev >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq protobuf-compiler libprotobuf-dev; }
+	bash scripts/generate-protos.sh
 
 clean:
 	rm -rf .build .build-release docker/dist

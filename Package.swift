@@ -6,6 +6,10 @@ let package = Package(
     products: [.executable(name: "sandboxd", targets: ["sandboxd"])],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .systemLibrary(
@@ -24,10 +28,22 @@ let package = Package(
         .executableTarget(name: "EmbedText"),
         .plugin(
             name: "EmbedOpenAPI", capability: .buildTool(), dependencies: ["EmbedText"], path: "Sources/EmbedOpenAPI"),
+        .target(
+            name: "SandboxGRPC",
+            dependencies: [
+                "SandboxService",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "sandboxd",
             dependencies: [
                 "SandboxService",
+                "SandboxGRPC",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

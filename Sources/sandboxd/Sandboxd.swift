@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import Logging
+import SandboxGRPC
 import SandboxService
 
 /// `sandboxd [options]`: reads its options (`SandboxServer.Options.declarations`), serves until SIGTERM or SIGINT,
@@ -31,6 +32,10 @@ enum Sandboxd {
         } catch {
             printError("sandboxd: \(error)\nsee 'sandboxd --help'")
             exit(64)  // EX_USAGE
+        }
+        if let grpcPort = options.grpcPort, grpcPort != 0, grpcPort == options.port {
+            printError("sandboxd: --grpc-port and --port must differ (both \(grpcPort))")
+            exit(64)
         }
         run(options, warnings: warnings)
     }
@@ -77,6 +82,15 @@ enum Sandboxd {
         do {
             server = try SandboxServer(options: options, logger: logger)
             _ = try server.start()
+            if let grpcPort = options.grpcPort {
+                let front = try GRPCFront(
+                    configuration: .init(host: options.host, port: grpcPort, bearerToken: options.token),
+                    sandbox: server.sandbox, logger: logger)
+                let bound = try front.start()
+                server.add(front)
+                let shownHost = options.host.contains(":") ? "[\(options.host)]" : options.host
+                logger.info("gRPC listening on \(shownHost):\(bound)")
+            }
         } catch {
             logger.critical("sandboxd cannot start: \(error)")
             LogOutput.standardError.flush()

@@ -207,7 +207,7 @@ extension SandboxServer.Options {
         let defaults = SandboxServer.Options()
         var lines = [
             "USAGE: sandboxd [options]", "",
-            "Runs commands and moves files inside an agent sandbox, over HTTP.", "",
+            "Runs commands and moves files inside an agent sandbox, over HTTP (and gRPC with --grpc-port).", "",
             "Options take a value as --name VALUE or --name=VALUE (one dash works too); SECONDS also take Go "
                 + "durations (10s, 1m30s).",
             "",

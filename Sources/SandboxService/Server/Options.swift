@@ -6,6 +6,8 @@ extension SandboxServer {
         public var host = "0.0.0.0"
         /// Port of the HTTP listener; 0 picks a free one.
         public var port: UInt16 = 8000
+        /// Port of the gRPC listener; none when nil.
+        public var grpcPort: UInt16?
         public var root = "/app"
         /// Cap and default for command timeouts, in seconds.
         public var maxTimeout: Double = 300
@@ -62,6 +64,10 @@ extension SandboxServer.Options {
         .init(
             ["port", "rest-port"], env: "SANDBOX_PORT", \.port, "HTTP listen port; 0 picks a free one (logged)."),
         .init(
+            ["grpc-port"], env: "SANDBOX_GRPC_PORT", \.grpcPort,
+            "gRPC listen port (process.v1.ProcessService and reflection); 0 picks a free one. Without it no gRPC "
+                + "listener is started."),
+        .init(
             ["root", "root-dir"], env: "SANDBOX_BASE_DIR", \.root,
             "The sandbox root: cwd of every command, the only tree the file endpoints touch; created if missing."),
         .init(
@@ -96,8 +102,8 @@ extension SandboxServer.Options {
             check: notNegative),
         .init(
             ["token"], env: "SANDBOX_API_TOKEN", \.token,
-            "Require 'Authorization: Bearer <token>' on every endpoint but GET /. The variable is removed from the "
-                + "environment once read; prefer --token-file."),
+            "Require 'Authorization: Bearer <token>' on every HTTP endpoint but GET / and on every gRPC call. The "
+                + "variable is removed from the environment once read; prefer --token-file."),
         .init(
             ["token-file"], \.tokenFile,
             "Read the token of --token from this file, once at start (a trailing newline is dropped); it never "

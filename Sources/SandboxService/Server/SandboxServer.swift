@@ -2,6 +2,7 @@ import CSandboxd
 import FoundationEssentials
 import Glibc
 import Logging
+import Synchronization
 
 /// sandboxd assembled: the sandbox root, the command runner, the routes and the HTTP front.
 public final class SandboxServer: Sendable {
@@ -14,9 +15,13 @@ public final class SandboxServer: Sendable {
     /// Background processes (`/v1/processes`); shutdown closes the table to new ones, and ends the running ones with
     /// every other command (`CommandRunner.terminateAll`).
     public let processes: ProcessTable
+    /// The core every front calls into.
+    public let sandbox: Sandbox
     private let metrics: Metrics
     private let logger: Logger
     private let readiness = FilesV1API.Readiness()
+    /// Listeners beside the HTTP front (gRPC), driven by `shutdown` with it.
+    private let fronts = Mutex<[any ServerFront]>([])
 
     public init(options: Options, logger: Logger) throws {
         self.options = options
@@ -29,6 +34,8 @@ public final class SandboxServer: Sendable {
         let environment = ProcessInfo.processInfo.environment
             .filter { !options.secretVariables.contains($0.key) }
             .map { "\($0.key)=\($0.value)" }
+        sandbox = Sandbox(
+            root: root, runner: runner, environment: environment, maxOutputBytes: options.maxOutputBytes)
         let runner = runner
         metrics = Metrics {
             var readings: [(String, String, String, Double)] = [
@@ -99,18 +106,28 @@ public final class SandboxServer: Sendable {
         return port
     }
 
+    /// Adds a listener that `shutdown` quiesces, waits for and stops with the HTTP front.
+    public func add(_ front: any ServerFront) {
+        fronts.withLock { $0.append(front) }
+    }
+
     /// Graceful stop: stop accepting connections (requests on open ones are still answered, `/v1/health` with 503),
     /// let running requests finish for up to `shutdownTimeout`, then SIGTERM and, 2 s later, SIGKILL every command
     /// tree still running (their clients get the resulting answer or `done` event), and stop the daemon.
     public func shutdown() {
         readiness.markStopping()
         processes.close()
+        let fronts = fronts.withLock { $0 }
         http.quiesce()
-        logger.info("shutting down: \(http.activeRequests) requests and \(runner.runningCount) commands running")
-        waitUntil(seconds: options.shutdownTimeout) { http.activeRequests == 0 }
+        fronts.forEach { $0.quiesce() }
+        let http = http
+        let active = { http.activeRequests + fronts.reduce(0) { $0 + $1.activeRequests } }
+        logger.info("shutting down: \(active()) requests and \(runner.runningCount) commands running")
+        waitUntil(seconds: options.shutdownTimeout) { active() == 0 }
         runner.terminateAll(grace: 2, includingAllChildren: options.ownsAllChildren)
         // The answers of the commands just ended are on their way; give them a moment to leave.
-        waitUntil(seconds: 1) { http.activeRequests == 0 }
+        waitUntil(seconds: 1) { active() == 0 }
+        fronts.forEach { $0.stop() }
         http.stop()
         logger.info("sandboxd stopped")
     }
@@ -120,4 +137,15 @@ public final class SandboxServer: Sendable {
         let deadline = Date().addingTimeInterval(seconds)
         while !done() && Date() < deadline { usleep(20_000) }
     }
+}
+
+/// A listener serving the core beside the HTTP front (the gRPC one). `SandboxServer.shutdown` stops it from taking
+/// new calls, waits for its running ones, then stops it.
+public protocol ServerFront: AnyObject, Sendable {
+    /// Stop accepting new calls; running ones go on.
+    func quiesce()
+    /// Calls still being answered.
+    var activeRequests: Int { get }
+    /// Close the listener (after the commands were ended).
+    func stop()
 }

@@ -1,0 +1,399 @@
+"""The gRPC front (process.v1.ProcessService, reflection), driven over the wire with the stubs the published SDK
+ships (k8s-agent-sandbox 1.0.8, generated from agent-sandbox's own process.proto) and grpcio.
+
+Every call has a deadline; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+import uuid
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2, empty_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from k8s_agent_sandbox.commands._process_stubs import process_pb2, process_pb2_grpc
+
+from conftest import Server, descendants, launch, processes_matching, sandboxd_binary, stop, wait_until
+
+GRPC_LISTEN_RE = r"gRPC listening on \S*:(\d+)"
+CALL_TIMEOUT = 20.0
+
+
+def grpc_port(server: Server) -> int:
+    match = server.wait_for_log(GRPC_LISTEN_RE, 10.0)
+    assert match, f"no gRPC listening line\n{server.log_tail()}"
+    return int(match.group(1))
+
+
+class Client:
+    """A channel to one server's gRPC port, with the ProcessService stub and helpers."""
+
+    def __init__(self, server: Server, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self.server = server
+        self.port = grpc_port(server)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = process_pb2_grpc.ProcessServiceStub(self.channel)
+        self.metadata = metadata
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def execute(self, command: list[str], timeout: float = CALL_TIMEOUT, **config) -> process_pb2.ExecuteResponse:
+        request = process_pb2.ExecuteRequest(config=process_pb2.ProcessConfig(command=command, **config))
+        return self.stub.Execute(request, timeout=timeout, metadata=self.metadata)
+
+    def start(self, command: list[str], pty: tuple[int, int] | None = None, timeout: float = CALL_TIMEOUT, **config):
+        request = process_pb2.StartRequest(config=process_pb2.ProcessConfig(command=command, **config))
+        if pty:
+            request.pty.cols, request.pty.rows = pty
+        return self.stub.Start(request, timeout=timeout, metadata=self.metadata)
+
+
+@pytest.fixture(scope="module")
+def grpc_server(tmp_path_factory: pytest.TempPathFactory):
+    binary = sandboxd_binary()
+    if not binary.is_file():
+        pytest.skip(f"needs the sandboxd binary ({binary})")
+    srv = launch(binary, tmp_path_factory.mktemp("grpc-root"), ("--grpc-port", "0"))
+    yield srv
+    stop(srv)
+
+
+@pytest.fixture
+def client(grpc_server: Server):
+    c = Client(grpc_server)
+    yield c
+    c.close()
+    assert wait_until(lambda: not descendants(grpc_server.pid), 10.0, 0.1), descendants(grpc_server.pid)
+
+
+def events_of(call) -> list[tuple[str, object]]:
+    """Every StartResponse of a call as (kind, value)."""
+    out = []
+    for message in call:
+        kind = message.WhichOneof("event")
+        value = getattr(message, kind)
+        if kind == "init":
+            value = value.process_id
+        elif kind == "exit":
+            value = value.exit_code
+        out.append((kind, value))
+    return out
+
+
+def sleeps(duration: str) -> list[int]:
+    """Live `sleep DURATION` processes (not the shells whose command line mentions them)."""
+    return [pid for pid, cmd in processes_matching(f"sleep {duration}").items() if cmd.startswith("sleep")]
+
+
+def unique_duration(whole: int) -> str:
+    """A sleep duration no other test uses: `whole` seconds and a random fraction."""
+    return f"{whole}.{uuid.uuid4().int % 10**9:09d}"
+
+
+def code_of(excinfo: pytest.ExceptionInfo) -> grpc.StatusCode:
+    return excinfo.value.code()
+
+
+# --------------------------------------------------------------------------
+# Execute
+
+
+def test_execute_returns_output_and_exit_code(client):
+    answer = client.execute(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (answer.exit_code, answer.stdout, answer.stderr) == (3, b"out\n", b"err\n")
+
+
+def test_execute_bytes_are_raw(client):
+    answer = client.execute(["printf", r"\377\000\n"])
+    assert answer.stdout == b"\xff\x00\n" and answer.exit_code == 0
+
+
+def test_execute_death_by_signal_is_minus_one(client):
+    answer = client.execute(["sh", "-c", "kill -9 $$"])
+    assert answer.exit_code == -1
+
+
+def test_execute_cwd_and_env(client, grpc_server):
+    (grpc_server.root / "sub").mkdir(exist_ok=True)
+    answer = client.execute(["sh", "-c", 'pwd; echo "$GREETING"'], cwd="sub", env_vars={"GREETING": "hi"})
+    assert answer.stdout.decode().splitlines() == [os.path.realpath(grpc_server.root / "sub"), "hi"]
+    # A leading slash is re-rooted under the root.
+    answer = client.execute(["pwd"], cwd="/sub")
+    assert answer.stdout.decode().strip() == os.path.realpath(grpc_server.root / "sub")
+
+
+def test_execute_default_cwd_is_root_and_stdin_is_empty(client, grpc_server):
+    answer = client.execute(["sh", "-c", "pwd; cat; echo end"], timeout=10)
+    assert answer.stdout.decode().splitlines() == [os.path.realpath(grpc_server.root), "end"]
+
+
+@pytest.mark.parametrize(
+    "command, config, code",
+    [
+        ([], {}, grpc.StatusCode.INVALID_ARGUMENT),
+        ([""], {}, grpc.StatusCode.INVALID_ARGUMENT),
+        (["no-such-program-" + uuid.uuid4().hex[:6]], {}, grpc.StatusCode.NOT_FOUND),
+        (["/etc/passwd"], {}, grpc.StatusCode.PERMISSION_DENIED),
+        (["pwd"], {"cwd": "no-such-dir"}, grpc.StatusCode.NOT_FOUND),
+        (["pwd"], {"cwd": "../.."}, grpc.StatusCode.PERMISSION_DENIED),
+        (["pwd"], {"env_vars": {"A=B": "x"}}, grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_execute_errors_follow_the_go_daemon(client, command, config, code):
+    with pytest.raises(grpc.RpcError) as excinfo:
+        client.execute(command, **config)
+    assert code_of(excinfo) == code, excinfo.value.details()
+    assert excinfo.value.details()
+
+
+def test_cwd_through_a_symlink_out_of_the_root_is_denied(client, grpc_server, tmp_path):
+    link = grpc_server.root / f"out-{uuid.uuid4().hex[:6]}"
+    link.symlink_to(tmp_path)
+    with pytest.raises(grpc.RpcError) as excinfo:
+        client.execute(["pwd"], cwd=link.name)
+    assert code_of(excinfo) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_execute_deadline_kills_the_whole_tree(client):
+    duration = unique_duration(30)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as excinfo:
+        client.execute(["sh", "-c", f"sleep {duration} & sleep {duration}"], timeout=1.0)
+    assert code_of(excinfo) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 5
+    assert wait_until(lambda: not sleeps(duration), 5.0), sleeps(duration)
+
+
+# --------------------------------------------------------------------------
+# Start
+
+
+def test_start_streams_init_output_and_exit(client):
+    events = events_of(client.start(["sh", "-c", "echo one; echo two >&2; echo three; exit 7"]))
+    assert events[0][0] == "init" and events[0][1] >= 1
+    assert events[-1] == ("exit", 7)
+    body = events[1:-1]
+    assert b"".join(v for k, v in body if k == "stdout") == b"one\nthree\n"
+    assert b"".join(v for k, v in body if k == "stderr") == b"two\n"
+
+
+def test_start_ids_count_up_and_are_not_pids(client):
+    first = events_of(client.start(["true"]))[0][1]
+    second = events_of(client.start(["true"]))[0][1]
+    assert second == first + 1
+
+
+def test_start_output_arrives_as_it_is_written(client):
+    call = client.start(["sh", "-c", "echo ready; read line; echo got $line"])
+    it = iter(call)
+    init = next(it)
+    assert init.WhichOneof("event") == "init"
+    first = next(it)
+    assert first.stdout == b"ready\n"
+    client.stub.WriteStdin(process_pb2.WriteStdinRequest(process_id=init.init.process_id, input=b"x\n"), timeout=5)
+    rest = [m for m in it]
+    assert b"".join(m.stdout for m in rest if m.WhichOneof("event") == "stdout") == b"got x\n"
+    assert rest[-1].exit.exit_code == 0
+
+
+def test_stdin_eof_and_write_after_eof(client):
+    call = client.start(["cat"])
+    it = iter(call)
+    pid = next(it).init.process_id
+    client.stub.WriteStdin(process_pb2.WriteStdinRequest(process_id=pid, input=b"hello\n"), timeout=5)
+    assert next(it).stdout == b"hello\n"
+    client.stub.WriteStdin(process_pb2.WriteStdinRequest(process_id=pid, eof=empty_pb2.Empty()), timeout=5)
+    with pytest.raises(grpc.RpcError) as excinfo:
+        client.stub.WriteStdin(process_pb2.WriteStdinRequest(process_id=pid, input=b"late\n"), timeout=5)
+    assert code_of(excinfo) in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+    rest = [m for m in it]
+    assert rest[-1].exit.exit_code == 0
+
+
+def test_process_is_forgotten_when_its_stream_ends(client):
+    events = events_of(client.start(["true"]))
+    pid = events[0][1]
+    for request, call in [
+        (process_pb2.WriteStdinRequest(process_id=pid, input=b"x"), client.stub.WriteStdin),
+        (process_pb2.SendSignalRequest(process_id=pid, signal=process_pb2.SIGNAL_SIGTERM), client.stub.SendSignal),
+        (process_pb2.ResizeTTYRequest(process_id=pid, cols=10, rows=10), client.stub.ResizeTTY),
+    ]:
+        with pytest.raises(grpc.RpcError) as excinfo:
+            call(request, timeout=5)
+        assert code_of(excinfo) == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("name", ["SIGNAL_SIGINT", "SIGNAL_SIGTERM", "SIGNAL_SIGKILL"])
+def test_send_signal_reaches_the_group(client, name):
+    call = client.start(["sh", "-c", "echo ready; sleep 30 & wait"])
+    it = iter(call)
+    pid = next(it).init.process_id
+    assert next(it).stdout == b"ready\n"
+    client.stub.SendSignal(
+        process_pb2.SendSignalRequest(process_id=pid, signal=getattr(process_pb2, name)), timeout=5)
+    rest = [m for m in it]
+    assert rest[-1].exit.exit_code == -1
+
+
+def test_send_signal_unspecified_is_invalid(client):
+    call = client.start(["sleep", "30"])
+    it = iter(call)
+    pid = next(it).init.process_id
+    with pytest.raises(grpc.RpcError) as excinfo:
+        client.stub.SendSignal(process_pb2.SendSignalRequest(process_id=pid), timeout=5)
+    assert code_of(excinfo) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as excinfo:
+        client.stub.SendSignal(process_pb2.SendSignalRequest(process_id=pid, signal=99), timeout=5)
+    assert code_of(excinfo) == grpc.StatusCode.INVALID_ARGUMENT
+    call.cancel()
+
+
+def test_pty_size_and_resize(client):
+    script = "trap 'stty size' WINCH; stty size; echo ready; while :; do sleep 0.05; done"
+    call = client.start(["sh", "-c", script], pty=(123, 45))
+    it = iter(call)
+    pid = next(it).init.process_id
+    seen = b""
+    while b"ready" not in seen:
+        seen += next(it).stdout
+    assert b"45 123" in seen
+    client.stub.ResizeTTY(process_pb2.ResizeTTYRequest(process_id=pid, cols=100, rows=30), timeout=5)
+    seen = b""
+    while b"30 100" not in seen:
+        seen += next(it).stdout
+    call.cancel()
+
+
+def test_resize_without_pty_fails_precondition(client):
+    call = client.start(["sleep", "30"])
+    it = iter(call)
+    pid = next(it).init.process_id
+    with pytest.raises(grpc.RpcError) as excinfo:
+        client.stub.ResizeTTY(process_pb2.ResizeTTYRequest(process_id=pid, cols=10, rows=10), timeout=5)
+    assert code_of(excinfo) == grpc.StatusCode.FAILED_PRECONDITION
+    call.cancel()
+
+
+def test_pty_output_is_all_stdout(client):
+    events = events_of(client.start(["sh", "-c", "echo out; echo err >&2"], pty=(80, 24)))
+    assert not [v for k, v in events if k == "stderr"]
+    assert b"out" in b"".join(v for k, v in events if k == "stdout")
+    assert events[-1] == ("exit", 0)
+
+
+def test_cancelled_start_kills_the_whole_tree(client):
+    duration = unique_duration(40)
+    call = client.start(["sh", "-c", f"echo ready; sleep {duration} & sleep {duration}"])
+    it = iter(call)
+    next(it)
+    assert next(it).stdout == b"ready\n"
+    assert wait_until(lambda: len(sleeps(duration)) == 2, 5.0)
+    call.cancel()
+    assert wait_until(lambda: not sleeps(duration), 5.0), sleeps(duration)
+
+
+def test_vanished_client_kills_the_whole_tree(grpc_server):
+    duration = unique_duration(50)
+    c = Client(grpc_server)
+    call = c.start(["sh", "-c", f"echo ready; sleep {duration} & sleep {duration}"])
+    it = iter(call)
+    next(it)
+    next(it)
+    assert wait_until(lambda: len(sleeps(duration)) == 2, 5.0)
+    c.close()
+    assert wait_until(lambda: not sleeps(duration), 5.0), sleeps(duration)
+
+
+def test_stream_ends_at_exit_even_if_a_background_child_holds_the_pipes(client):
+    started = time.monotonic()
+    events = events_of(client.start(["sh", "-c", "sleep 30 & echo hi"]))
+    assert events[-1] == ("exit", 0) and ("stdout", b"hi\n") in events
+    assert time.monotonic() - started < 3
+
+
+# --------------------------------------------------------------------------
+# reflection
+
+
+def reflection_files(channel, request: reflection_pb2.ServerReflectionRequest):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    return list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+
+
+def test_reflection_lists_and_describes_the_services(client):
+    answers = reflection_files(client.channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = sorted(s.name for s in answers[0].list_services_response.service)
+    assert "process.v1.ProcessService" in names and "grpc.reflection.v1.ServerReflection" in names
+    answers = reflection_files(
+        client.channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol="process.v1.ProcessService"))
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in answers[0].file_descriptor_response.file_descriptor_proto]
+    assert files[0].package == "process.v1"
+    methods = {m.name: (m.input_type, m.output_type, m.server_streaming) for m in files[0].service[0].method}
+    assert methods["Start"] == (".process.v1.StartRequest", ".process.v1.StartResponse", True)
+    assert set(methods) == {"Start", "Execute", "WriteStdin", "SendSignal", "ResizeTTY"}
+    assert "google/protobuf/empty.proto" in [f.name for f in files]
+    # Field numbers are the wire contract.
+    messages = {m.name: {f.name: f.number for f in m.field} for m in files[0].message_type}
+    assert messages["StartResponse"] == {"init": 1, "stdout": 2, "stderr": 3, "exit": 4}
+    assert messages["WriteStdinRequest"] == {"process_id": 1, "input": 2, "eof": 3}
+
+
+def test_reflection_unknown_symbol_is_an_error_answer(client):
+    answers = reflection_files(client.channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.Such"))
+    assert answers[0].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+def test_reflection_through_the_descriptor_database(client):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    from google.protobuf.descriptor_pool import DescriptorPool
+
+    pool = DescriptorPool(ProtoReflectionDescriptorDatabase(client.channel))
+    service = pool.FindServiceByName("process.v1.ProcessService")
+    assert [m.name for m in service.methods] == ["Start", "Execute", "WriteStdin", "SendSignal", "ResizeTTY"]
+    signal_enum = pool.FindEnumTypeByName("process.v1.Signal")
+    assert {v.name: v.number for v in signal_enum.values}["SIGNAL_SIGTERM"] == 15
+
+
+# --------------------------------------------------------------------------
+# auth, listeners, shutdown
+
+
+def test_token_is_required_on_grpc_calls(start_server):
+    srv = start_server("--grpc-port", "0", "--token", "s3cret")
+    anonymous = Client(srv)
+    with pytest.raises(grpc.RpcError) as excinfo:
+        anonymous.execute(["true"])
+    assert code_of(excinfo) == grpc.StatusCode.UNAUTHENTICATED
+    wrong = Client(srv, metadata=(("authorization", "Bearer nope"),))
+    with pytest.raises(grpc.RpcError) as excinfo:
+        wrong.execute(["true"])
+    assert code_of(excinfo) == grpc.StatusCode.UNAUTHENTICATED
+    good = Client(srv, metadata=(("authorization", "Bearer s3cret"),))
+    assert good.execute(["echo", "ok"]).stdout == b"ok\n"
+    for c in (anonymous, wrong, good):
+        c.close()
+
+
+def test_sigterm_ends_running_streams_then_exits_zero(start_server):
+    srv = start_server("--grpc-port", "0", "--shutdown-timeout", "1")
+    c = Client(srv)
+    call = c.start(["sh", "-c", "echo ready; sleep 60"])
+    it = iter(call)
+    next(it)
+    assert next(it).stdout == b"ready\n"
+    srv.proc.send_signal(signal.SIGTERM)
+    rest = list(it)
+    assert rest and rest[-1].WhichOneof("event") == "exit", rest
+    assert srv.proc.wait(timeout=20) == 0
+    c.close()
+
+
+def test_no_grpc_listener_without_the_flag(server):
+    assert not re.search(GRPC_LISTEN_RE, server.logs())
