@@ -37,6 +37,8 @@ DOCKER_TEST_SCRIPT = ROOT / "docker" / "run-test-docker.sh"
 KIND_TEST_SCRIPT = ROOT / "kind" / "run-test-kind.sh"
 SANDBOX_MANIFEST = ROOT / "kind" / "sandbox-python-kind.yaml"
 WARMPOOL_MANIFEST = ROOT / "kind" / "sandbox-template-warmpool.yaml"
+# The sandboxd runtime mode (the Go daemon's ports, paths and arguments), checked on its own below.
+SANDBOXD_MODE_MANIFEST = ROOT / "kind" / "sandboxd-runtime-template.yaml"
 TESTER = ROOT / "Tests" / "e2e" / "tester.py"
 SCRIPTS = sorted([*(ROOT / "docker").glob("*.sh"), *(ROOT / "kind").glob("*.sh")])
 
@@ -44,6 +46,7 @@ SCRIPTS = sorted([*(ROOT / "docker").glob("*.sh"), *(ROOT / "kind").glob("*.sh")
 PORT = 8000
 SANDBOX_ROOT = "/app"
 SANDBOX_UID = 1000
+SANDBOXD_MODE = {"rest": 8080, "grpc": 9090, "root": "/workspace"}  # the Go daemon's defaults
 IMAGE = "sandboxd:latest"
 RUNTIME_BASE_IMAGE = "debian:bookworm-slim"
 CRD_VERSION = "v0.5.6"  # agent-sandbox release the schema below was taken from
@@ -337,11 +340,13 @@ def manifests(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def all_manifests() -> list[tuple[pathlib.Path, dict[str, Any]]]:
-    return [(path, doc) for path in (SANDBOX_MANIFEST, WARMPOOL_MANIFEST) for doc in manifests(path)]
+    return [(path, doc) for path in (SANDBOX_MANIFEST, WARMPOOL_MANIFEST, SANDBOXD_MODE_MANIFEST)
+            for doc in manifests(path)]
 
 
 def one(kind: str) -> dict[str, Any]:
-    found = [doc for _, doc in all_manifests() if doc["kind"] == kind]
+    """The one manifest of this kind in the legacy-runtime files (sandbox-python-kind, the warm pool)."""
+    found = [doc for path, doc in all_manifests() if doc["kind"] == kind and path != SANDBOXD_MODE_MANIFEST]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
 
@@ -420,19 +425,26 @@ def pod_manifests() -> list[dict[str, Any]]:
     return [doc for _, doc in all_manifests() if "podTemplate" in doc.get("spec", {})]
 
 
+def legacy_pod_manifests() -> list[dict[str, Any]]:
+    return [doc for path, doc in all_manifests() if "podTemplate" in doc.get("spec", {})
+            and path != SANDBOXD_MODE_MANIFEST]
+
+
 # --------------------------------------------------------------------------
 # the manifests against the CRDs
 
 
 def test_manifests_parse_and_have_the_expected_kinds() -> None:
     kinds = sorted(doc["kind"] for _, doc in all_manifests())
-    assert kinds == ["Sandbox", "SandboxClaim", "SandboxTemplate", "SandboxWarmPool"]
+    assert kinds == ["Sandbox", "SandboxClaim", "SandboxTemplate", "SandboxTemplate", "SandboxWarmPool"]
     assert [doc["kind"] for doc in manifests(SANDBOX_MANIFEST)] == ["Sandbox"]
+    assert [doc["kind"] for doc in manifests(SANDBOXD_MODE_MANIFEST)] == ["SandboxTemplate"]
 
 
 @pytest.mark.parametrize(
     "path, index",
-    [(path, index) for path in (SANDBOX_MANIFEST, WARMPOOL_MANIFEST) for index in range(len(manifests(path)))],
+    [(path, index) for path in (SANDBOX_MANIFEST, WARMPOOL_MANIFEST, SANDBOXD_MODE_MANIFEST)
+     for index in range(len(manifests(path)))],
     ids=lambda value: value.name if isinstance(value, pathlib.Path) else str(value),
 )
 def test_manifest_matches_the_crd_schema(path: pathlib.Path, index: int) -> None:
@@ -558,7 +570,7 @@ def test_every_pod_has_requests_within_limits() -> None:
 
 
 def test_every_pod_serves_port_8000_with_probes_on_get_root() -> None:
-    for doc in pod_manifests():
+    for doc in legacy_pod_manifests():
         (container,) = containers_of(doc)
         ports = {port.get("name"): port["containerPort"] for port in container["ports"]}
         assert list(ports.values()) == [PORT]
@@ -570,7 +582,7 @@ def test_every_pod_serves_port_8000_with_probes_on_get_root() -> None:
 
 
 def test_every_pod_runs_the_image_with_writable_app_and_tmp() -> None:
-    for doc in pod_manifests():
+    for doc in legacy_pod_manifests():
         pod = doc["spec"]["podTemplate"]["spec"]
         (container,) = containers_of(doc)
         assert container["image"] == IMAGE
@@ -584,6 +596,46 @@ def test_every_pod_runs_the_image_with_writable_app_and_tmp() -> None:
             assert mount_path in mounts, f"{doc['kind']}: nothing mounted at {mount_path}"
             assert not mounts[mount_path].get("readOnly", False)
             assert "emptyDir" in volumes[mounts[mount_path]["name"]]
+
+
+def sandboxd_mode_args() -> dict[str, str]:
+    """The sandboxd-mode container's `--name=value` arguments, by name."""
+    (doc,) = manifests(SANDBOXD_MODE_MANIFEST)
+    (container,) = containers_of(doc)
+    args = {}
+    for arg in container["args"]:
+        name, _, value = arg.removeprefix("--").partition("=")
+        assert arg.startswith("--") and value, f"expected --name=value, got {arg!r}"
+        args[name] = value
+    return args
+
+
+def test_the_sandboxd_mode_template_is_the_go_daemons_pod() -> None:
+    """The Go daemon's ports, probes, workspace and arguments (its own flag names), running this image."""
+    (doc,) = manifests(SANDBOXD_MODE_MANIFEST)
+    pod = doc["spec"]["podTemplate"]["spec"]
+    (container,) = containers_of(doc)
+    assert container["image"] == IMAGE and "command" not in container
+    assert container["imagePullPolicy"] in ("IfNotPresent", "Never")
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"rest": SANDBOXD_MODE["rest"], "grpc": SANDBOXD_MODE["grpc"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v1/health", "port": SANDBOXD_MODE["rest"]}
+    assert container["livenessProbe"]["httpGet"]["port"] == SANDBOXD_MODE["rest"]
+    args = sandboxd_mode_args()
+    assert args == {"listen-host": "0.0.0.0", "rest-port": str(SANDBOXD_MODE["rest"]),
+                    "grpc-port": str(SANDBOXD_MODE["grpc"]), "root-dir": SANDBOXD_MODE["root"],
+                    "shutdown-timeout": "10s"}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    for mount_path in (SANDBOXD_MODE["root"], "/tmp"):
+        assert mount_path in mounts and not mounts[mount_path].get("readOnly", False)
+        assert "emptyDir" in volumes[mounts[mount_path]["name"]]
+
+
+def test_the_readme_documents_the_flags_the_template_uses() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in sandboxd_mode_args():
+        assert f"--{name}" in readme, name
 
 
 def test_the_warm_pool_serves_the_same_pod_as_the_sandbox() -> None:

@@ -14,6 +14,7 @@ import uuid
 
 import grpc
 import pytest
+import requests
 from google.protobuf import descriptor_pb2, empty_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from k8s_agent_sandbox.commands._process_stubs import process_pb2, process_pb2_grpc
@@ -397,3 +398,22 @@ def test_sigterm_ends_running_streams_then_exits_zero(start_server):
 
 def test_no_grpc_listener_without_the_flag(server):
     assert not re.search(GRPC_LISTEN_RE, server.logs())
+
+
+def test_the_sandboxd_mode_template_arguments_run_the_binary(tmp_path):
+    """The kind template's arguments (the Go daemon's flags), with free ports and a temporary root, start a server
+    whose REST health and gRPC Execute answer."""
+    from test_deploy_files import sandboxd_mode_args
+
+    args = sandboxd_mode_args()
+    args.update({"listen-host": "127.0.0.1", "rest-port": "0", "grpc-port": "0", "root-dir": str(tmp_path)})
+    srv = launch(sandboxd_binary(), tmp_path, tuple(f"--{name}={value}" for name, value in args.items()),
+                 root_flag=False)
+    try:
+        assert requests.get(f"{srv.base_url}/v1/health", timeout=5).json()["status"] == "ok"
+        c = Client(srv)
+        answer = c.execute(["pwd"])
+        assert answer.stdout.decode().strip() == os.path.realpath(tmp_path)
+        c.close()
+    finally:
+        stop(srv)
