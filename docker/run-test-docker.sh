@@ -33,6 +33,9 @@ readonly IMAGE="${SANDBOXD_IMAGE:-sandboxd:latest}"
 readonly TESTER="${SANDBOXD_TESTER:-Tests/e2e/tester.py}"
 readonly READY_TIMEOUT="${READY_TIMEOUT:-60}"
 readonly CONTAINER_PORT=8000
+readonly SDK_SANDBOXD_CHECK="Tests/e2e/sdk_sandboxd_check.py"
+readonly SANDBOXD_MODE_REST_PORT=8080
+readonly SANDBOXD_MODE_GRPC_PORT=9090
 readonly SANDBOX_UID=1000
 readonly SCRATCH_PATH=".build-release"
 readonly STAGED_BINARY="docker/dist/sandboxd"
@@ -221,6 +224,32 @@ check_python_stack "${NAME_PREFIX}-rw"
 run_tester
 
 # --- 5. read-only root filesystem, writable /app and /tmp --------------------
+# The sandboxd runtime mode: the Go daemon's arguments (kind/sandboxd-runtime-template.yaml), driven by the SDK's
+# sandboxd mode (files over REST, commands over gRPC), read-only root with a writable /workspace.
+start_sandboxd_mode_container() { # name
+    local name=$1 t0 deadline
+    CONTAINERS+=("${name}")
+    t0=$(now_ms)
+    "${ENGINE[@]}" run -d --name "${name}" "${RUN_OPTS[@]}" --read-only \
+        --tmpfs "/workspace:rw,mode=0755,${TMPFS_OWNED_BY_SANDBOX}" --tmpfs /tmp:rw,mode=1777 \
+        -p "127.0.0.1::${SANDBOXD_MODE_REST_PORT}" -p "127.0.0.1::${SANDBOXD_MODE_GRPC_PORT}" "${IMAGE}" \
+        --listen-host=0.0.0.0 --rest-port="${SANDBOXD_MODE_REST_PORT}" --grpc-port="${SANDBOXD_MODE_GRPC_PORT}" \
+        --root-dir=/workspace --shutdown-timeout=10s >/dev/null
+    REST_PORT="$("${ENGINE[@]}" port "${name}" "${SANDBOXD_MODE_REST_PORT}/tcp" | head -n 1)"
+    REST_PORT="${REST_PORT##*:}"
+    GRPC_PORT="$("${ENGINE[@]}" port "${name}" "${SANDBOXD_MODE_GRPC_PORT}/tcp" | head -n 1)"
+    GRPC_PORT="${GRPC_PORT##*:}"
+    [[ ${REST_PORT} =~ ^[0-9]+$ && ${GRPC_PORT} =~ ^[0-9]+$ ]] || die "${name}: ports not published"
+    deadline=$((t0 + READY_TIMEOUT * 1000))
+    until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+        "http://127.0.0.1:${REST_PORT}/v1/health" 2>/dev/null; do
+        (($(now_ms) < deadline)) || die "${name}: no answer to GET /v1/health within ${READY_TIMEOUT} s"
+        sleep 0.05
+    done
+    READY_MS=$(($(now_ms) - t0))
+    log "${name}: GET /v1/health answered on 127.0.0.1:${REST_PORT} (gRPC on ${GRPC_PORT}), ${READY_MS} ms after run"
+}
+
 start_container "${NAME_PREFIX}-ro" --read-only \
     --tmpfs "/app:rw,mode=0755,${TMPFS_OWNED_BY_SANDBOX}" \
     --tmpfs /tmp:rw,mode=1777
@@ -235,6 +264,12 @@ check_python_stack "${NAME_PREFIX}-ro"
 run_tester
 
 # --- 6. report ---------------------------------------------------------------
+start_sandboxd_mode_container "${NAME_PREFIX}-sandboxd-mode"
+ready_sandboxd_mode_ms=${READY_MS}
+check_runs_as_sandbox_user "${NAME_PREFIX}-sandboxd-mode"
+log "python3 ${SDK_SANDBOXD_CHECK} 127.0.0.1 ${REST_PORT} ${GRPC_PORT}"
+python3 "${SDK_SANDBOXD_CHECK}" 127.0.0.1 "${REST_PORT}" "${GRPC_PORT}" || die "${SDK_SANDBOXD_CHECK} failed"
+
 log "PASSED"
 printf '%-40s %s\n' \
     "engine" "${ENGINE[0]}" \
@@ -244,4 +279,5 @@ printf '%-40s %s\n' \
     "image build" "${image_build_s} s" \
     "run -> first GET / (writable root)" "${ready_rw_ms} ms" \
     "run -> first GET / (read-only root)" "${ready_ro_ms} ms" \
+    "run -> first GET /v1/health (sandboxd mode)" "${ready_sandboxd_mode_ms} ms" \
     "whole script" "${SECONDS} s"

@@ -802,6 +802,13 @@ def test_docker_test_script_agrees_with_the_image() -> None:
     assert "--read-only" in script and "/app:rw" in script and "/tmp:rw" in script
     assert "/proc/1/status" in script and "lightgbm" in script
     assert "trap cleanup EXIT" in script
+    # The sandboxd runtime mode: the template's ports and arguments, driven by the SDK's sandboxd mode.
+    assert shell_default(DOCKER_TEST_SCRIPT, "SANDBOXD_MODE_REST_PORT") == str(SANDBOXD_MODE["rest"])
+    assert shell_default(DOCKER_TEST_SCRIPT, "SANDBOXD_MODE_GRPC_PORT") == str(SANDBOXD_MODE["grpc"])
+    assert shell_default(DOCKER_TEST_SCRIPT, "SDK_SANDBOXD_CHECK") == "Tests/e2e/sdk_sandboxd_check.py"
+    assert (ROOT / "Tests/e2e/sdk_sandboxd_check.py").is_file()
+    for name in sandboxd_mode_args():
+        assert f"--{name}=" in script, name
 
 
 def test_kind_test_script_agrees_with_the_manifests() -> None:
