@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import stat
 import time
 import uuid
 
@@ -99,6 +101,23 @@ def unique_duration(whole: int) -> str:
 
 def code_of(excinfo: pytest.ExceptionInfo) -> grpc.StatusCode:
     return excinfo.value.code()
+
+
+def metric(srv: Server, line_start: str, session: requests.Session | None = None) -> float:
+    """The value of the first /metrics line that starts with `line_start`."""
+    text = (session or requests).get(srv.base_url + "/metrics", timeout=10).text
+    found = [line for line in text.splitlines() if line.startswith(line_start)]
+    assert found, f"no {line_start} in /metrics"
+    return float(found[0].split()[-1])
+
+
+def start_running(client: Client, duration: str):
+    """A Start of `sleep duration` that has begun (its init and first output arrived); the call, to cancel."""
+    call = client.start(["sh", "-c", f"echo ready; exec sleep {duration}"], timeout=120)
+    it = iter(call)
+    assert next(it).WhichOneof("event") == "init"
+    assert next(it).stdout == b"ready\n"
+    return call
 
 
 # --------------------------------------------------------------------------
@@ -363,6 +382,119 @@ def test_reflection_through_the_descriptor_database(client):
 
 
 # --------------------------------------------------------------------------
+# limits: the process cap, spawn failures
+
+
+@pytest.mark.deadline(60)
+def test_the_process_cap_is_resource_exhausted_on_every_rpc_until_a_process_ends(start_server):
+    """--max-processes counts gRPC commands with every other: at the cap Start and Execute end RESOURCE_EXHAUSTED
+    naming the limit (HTTP answers 429 meanwhile), the refusals are counted, and once the commands end a Start
+    runs again."""
+    srv = start_server("--grpc-port", "0", "--max-processes", "2")
+    c = Client(srv)
+    duration = unique_duration(60)
+    calls = []
+    try:
+        calls = [start_running(c, duration) for _ in range(2)]
+        with pytest.raises(grpc.RpcError) as excinfo:
+            list(c.start(["echo", "over"]))
+        assert code_of(excinfo) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 are running" in excinfo.value.details() and "--max-processes" in excinfo.value.details()
+        with pytest.raises(grpc.RpcError) as excinfo:
+            c.execute(["echo", "over"])
+        assert code_of(excinfo) == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-processes" in excinfo.value.details()
+        over = requests.post(srv.base_url + "/v1/processes", json={"command": ["true"]}, timeout=10)
+        assert over.status_code == 429, over.text
+        assert metric(srv, "sandboxd_processes_refused_total") == 3
+        for call in calls:
+            call.cancel()
+        assert wait_until(lambda: not sleeps(duration), 5.0), sleeps(duration)
+
+        def starts() -> bool:
+            try:
+                events = events_of(c.start(["echo", "again"]))
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                return False
+            return [kind for kind, _ in events] == ["init", "stdout", "exit"] and events[1:] == [
+                ("stdout", b"again\n"), ("exit", 0)]
+
+        assert wait_until(starts, 5.0), "Start still refused after the commands ended"
+    finally:
+        for call in calls:
+            call.cancel()
+        c.close()
+
+
+@pytest.fixture
+def start_limited(tmp_path_factory: pytest.TempPathFactory):
+    """Starts sandboxd under `prlimit --nofile=N:N`; stops every server at teardown."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("needs prlimit (util-linux)")
+    binary = sandboxd_binary()
+    if not binary.is_file():
+        pytest.skip(f"needs the sandboxd binary ({binary})")
+    started: list[Server] = []
+
+    def start(nofile: int, *args: str) -> Server:
+        wrapper = tmp_path_factory.mktemp("limited") / "sandboxd-limited"
+        wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile={nofile}:{nofile} "{binary}" "$@"\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+        srv = launch(wrapper, tmp_path_factory.mktemp("root-limited"), args)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        stop(srv)
+
+
+@pytest.mark.deadline(90)
+def test_a_spawn_out_of_descriptors_is_resource_exhausted_and_counted(start_limited):
+    """Flags that promise more than the descriptor limit holds: the Start that finds no descriptor left ends
+    RESOURCE_EXHAUSTED naming EMFILE, the spawn-failure metric counts it with the HTTP front's, and Starts run again
+    once commands end."""
+    srv = start_limited(128, "--grpc-port", "0", "--max-processes", "500", "--max-connections", "4")
+    assert srv.wait_for_log(r"may need \d+ descriptors, more than the limit of 128"), srv.log_tail()
+    c = Client(srv)
+    session = requests.Session()  # kept alive: no accept is needed while descriptors are out
+    before = metric(srv, 'sandboxd_spawn_failures_total{reason="EMFILE"}', session)
+    duration = unique_duration(60)
+    calls, refused = [], []
+    try:
+        for _ in range(100):
+            try:
+                calls.append(start_running(c, duration))
+            except grpc.RpcError as error:
+                refused.append(error)
+                break
+        assert calls and refused, f"{len(calls)} started, none refused"
+        assert refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused[0]
+        assert "EMFILE" in refused[0].details() and "retry later" in refused[0].details(), refused[0].details()
+        with pytest.raises(grpc.RpcError) as excinfo:
+            start_running(c, duration)
+        assert code_of(excinfo) == grpc.StatusCode.RESOURCE_EXHAUSTED and "EMFILE" in excinfo.value.details()
+        assert metric(srv, 'sandboxd_spawn_failures_total{reason="EMFILE"}', session) == before + 2
+        for call in calls[:5]:
+            call.cancel()
+
+        def runs() -> bool:
+            try:
+                return c.execute(["echo", "hi"]).stdout == b"hi\n"
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                return False
+
+        assert wait_until(runs, 5.0), "Execute still fails after commands ended"
+    finally:
+        for call in calls:
+            call.cancel()
+        c.close()
+        session.close()
+        assert wait_until(lambda: not sleeps(duration), 10.0), sleeps(duration)
+
+
+# --------------------------------------------------------------------------
 # auth, listeners, shutdown
 
 
@@ -379,6 +511,20 @@ def test_token_is_required_on_grpc_calls(start_server):
     good = Client(srv, metadata=(("authorization", "Bearer s3cret"),))
     assert good.execute(["echo", "ok"]).stdout == b"ok\n"
     for c in (anonymous, wrong, good):
+        c.close()
+
+
+def test_token_file_guards_grpc_calls(start_server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    srv = start_server("--grpc-port", "0", "--token-file", str(token_file))
+    anonymous = Client(srv)
+    with pytest.raises(grpc.RpcError) as excinfo:
+        anonymous.execute(["true"])
+    assert code_of(excinfo) == grpc.StatusCode.UNAUTHENTICATED
+    good = Client(srv, metadata=(("authorization", "Bearer from-a-file"),))
+    assert good.execute(["echo", "ok"]).stdout == b"ok\n"
+    for c in (anonymous, good):
         c.close()
 
 
