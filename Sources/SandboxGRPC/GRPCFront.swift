@@ -2,6 +2,8 @@ import Dispatch
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import NIOCore
+import NIOPosix
 import SandboxService
 import Synchronization
 
@@ -14,11 +16,21 @@ public final class GRPCFront: ServerFront {
         public var port: UInt16
         /// When set, every call needs `authorization: Bearer <token>` metadata.
         public var bearerToken: String?
+        /// Connections open at once (the descriptor budget's share for gRPC); more are closed as soon as they are
+        /// accepted.
+        public var maxConnections: Int
+        /// Seconds a connection without a call may stay open (`--idle-timeout`); the client reconnects when it needs
+        /// to. nil: no limit.
+        public var idleTimeout: Double?
 
-        public init(host: String, port: UInt16, bearerToken: String?) {
+        public init(
+            host: String, port: UInt16, bearerToken: String?, maxConnections: Int, idleTimeout: Double? = nil
+        ) {
             self.host = host
             self.port = port
             self.bearerToken = bearerToken
+            self.maxConnections = maxConnections
+            self.idleTimeout = idleTimeout
         }
     }
 
@@ -34,6 +46,9 @@ public final class GRPCFront: ServerFront {
 
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let calls: CallLog
+    /// One event loop thread of its own (not NIO's shared group, one thread per core): the listener's descriptors
+    /// are then a fixed few, whatever the machine (`DescriptorBudget.grpcReserve`).
+    private let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let configuration: Configuration
     private let serving = Mutex<Task<Void, any Error>?>(nil)
 
@@ -48,8 +63,21 @@ public final class GRPCFront: ServerFront {
                 port: Int(configuration.port))
         var interceptors: [any ServerInterceptor] = [calls]
         if let token = configuration.bearerToken { interceptors.append(BearerAuthentication(token: token)) }
+        let connections = ConnectionLimit(
+            limit: configuration.maxConnections, idleTimeout: configuration.idleTimeout, logger: logger)
+        var transport = HTTP2ServerTransport.Posix.Config.defaults
+        transport.connection.maxIdleTime = configuration.idleTimeout.map { .milliseconds(Int64($0 * 1000)) }
+        transport.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+            connections.accept(channel)
+            return channel.eventLoop.makeSucceededVoidFuture()
+        }
+        transport.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+            connections.callStarted(stream)
+            return stream.eventLoop.makeSucceededVoidFuture()
+        }
         server = GRPCServer(
-            transport: .http2NIOPosix(address: address, transportSecurity: .plaintext),
+            transport: .http2NIOPosix(
+                address: address, transportSecurity: .plaintext, config: transport, eventLoopGroup: eventLoops),
             services: [ProcessService(sandbox: sandbox), ReflectionService(index: try DescriptorIndex.embedded())],
             interceptors: interceptors)
     }
@@ -103,6 +131,75 @@ public final class GRPCFront: ServerFront {
         if done.wait(timeout: .now() + seconds) == .timedOut {
             task.cancel()
             _ = done.wait(timeout: .now() + 2)
+        }
+        try? eventLoops.syncShutdownGracefully()
+    }
+}
+
+/// The gRPC connections open: at most `limit` (the descriptor budget's share); one past it is closed as soon as it
+/// is accepted (as libmicrohttpd closes an HTTP connection past `--max-connections`), logged at most once a second.
+/// With an idle timeout, a connection that has had no call for twice that long is closed outright: the transport's
+/// own idle close is graceful (GOAWAY, then a ping the client must answer) and never ends a client that does not
+/// answer, or never spoke HTTP/2, so without this such clients could hold every slot.
+final class ConnectionLimit: Sendable {
+    let limit: Int
+    private let hardIdleTimeout: Double?
+    private let connections = Mutex<[ObjectIdentifier: Activity]>([:])
+    private let throttle: LogThrottle
+
+    private struct Activity {
+        var calls = 0
+        var idleSince = NIODeadline.now()
+    }
+
+    init(limit: Int, idleTimeout: Double?, logger: Logger) {
+        self.limit = limit
+        hardIdleTimeout = idleTimeout.map { $0 * 2 }
+        throttle = LogThrottle(logger: logger)
+    }
+
+    /// Counts `channel` until it closes, or closes it at once if `limit` are open.
+    func accept(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        let admitted = connections.withLock { connections -> Bool in
+            guard connections.count < limit else { return false }
+            connections[id] = Activity()
+            return true
+        }
+        guard admitted else {
+            throttle.warning("gRPC connection limit", "refused a gRPC connection: \(limit) are open")
+            channel.close(promise: nil)
+            return
+        }
+        let sweep = hardIdleTimeout.map { timeout in
+            let period = TimeAmount.milliseconds(max(100, Int64(timeout * 250)))
+            return channel.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] _ in
+                let idle = connections.withLock { connections in
+                    connections[id].map {
+                        $0.calls == 0 && $0.idleSince + .milliseconds(Int64(timeout * 1000)) < .now()
+                    }
+                }
+                if idle == true { channel.close(promise: nil) }
+            }
+        }
+        channel.closeFuture.whenComplete { [self] _ in
+            sweep?.cancel()
+            _ = connections.withLock { $0.removeValue(forKey: id) }
+        }
+    }
+
+    /// Counts a call (an HTTP/2 stream) on its connection until it ends.
+    func callStarted(_ stream: any Channel) {
+        guard let connection = stream.parent else { return }
+        let id = ObjectIdentifier(connection)
+        connections.withLock { $0[id]?.calls += 1 }
+        stream.closeFuture.whenComplete { [self] _ in
+            connections.withLock { connections in
+                guard var activity = connections[id] else { return }
+                activity.calls -= 1
+                if activity.calls == 0 { activity.idleSince = .now() }
+                connections[id] = activity
+            }
         }
     }
 }

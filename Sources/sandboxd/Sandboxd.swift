@@ -54,11 +54,16 @@ enum Sandboxd {
         let descriptorLimit = DescriptorBudget.raiseLimit()
         if descriptorLimit == nil { logger.warning("cannot read the descriptor limit; assuming 1024") }
         let budget = DescriptorBudget(
-            limit: descriptorLimit ?? 1024, maxConnections: options.maxConnections, maxProcesses: options.maxProcesses)
+            limit: descriptorLimit ?? 1024, maxConnections: options.maxConnections, maxProcesses: options.maxProcesses,
+            grpc: options.grpcPort != nil)
         options.maxConnections = budget.maxConnections
         options.maxProcesses = budget.maxProcesses
+        let grpcShare =
+            budget.maxGRPCConnections > 0
+            ? ", \(budget.maxGRPCConnections) gRPC connections (\(DescriptorBudget.perGRPCConnection) each) and \(DescriptorBudget.grpcReserve) more reserved for the gRPC listener"
+            : ""
         logger.info(
-            "descriptor limit \(budget.limit): up to \(budget.maxConnections) connections (\(DescriptorBudget.perConnection) descriptors each) and \(budget.maxProcesses) processes (\(DescriptorBudget.perProcess) each), \(DescriptorBudget.reserve) reserved"
+            "descriptor limit \(budget.limit): up to \(budget.maxConnections) connections (\(DescriptorBudget.perConnection) descriptors each) and \(budget.maxProcesses) processes (\(DescriptorBudget.perProcess) each), \(DescriptorBudget.reserve) reserved\(grpcShare)"
         )
         if !budget.fits {
             logger.warning(
@@ -84,7 +89,9 @@ enum Sandboxd {
             _ = try server.start()
             if let grpcPort = options.grpcPort {
                 let front = try GRPCFront(
-                    configuration: .init(host: options.host, port: grpcPort, bearerToken: options.token),
+                    configuration: .init(
+                        host: options.host, port: grpcPort, bearerToken: options.token,
+                        maxConnections: budget.maxGRPCConnections, idleTimeout: options.idleTimeout),
                     sandbox: server.sandbox, logger: logger)
                 let bound = try front.start()
                 server.add(front)

@@ -36,6 +36,24 @@ import Testing
         #expect(both.maxConnections == 500 && both.maxProcesses == 500)
         #expect(!both.fits)
     }
+
+    @Test func theGRPCListenerTakesItsShareFirst() {
+        let without = DescriptorBudget(limit: 1024)
+        #expect(without.maxGRPCConnections == 0)
+        let with = DescriptorBudget(limit: 1024, grpc: true)
+        #expect(with.maxGRPCConnections == 64)
+        #expect(with.maxConnections == (1024 - 64 - 8 - 64) / 2 / 3)
+        #expect(with.maxProcesses == (1024 - 64 - 8 - 64 - with.maxConnections * 3) / 3)
+        #expect(with.fits)
+        #expect(with.worstCase == 64 + 8 + 64 + with.maxConnections * 3 + with.maxProcesses * 3)
+    }
+
+    @Test(arguments: [64, 128, 256, 1024, 65536])
+    func withGRPCDefaultsStillFit(limit: Int) {
+        let budget = DescriptorBudget(limit: limit, grpc: true)
+        #expect(budget.maxGRPCConnections >= 1 && budget.maxGRPCConnections <= 64)
+        if limit >= 128 { #expect(budget.fits, "\(budget)") }
+    }
 }
 
 @Suite struct MetricsLabelTests {

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import time
 import uuid
@@ -382,7 +383,7 @@ def test_reflection_through_the_descriptor_database(client):
 
 
 # --------------------------------------------------------------------------
-# limits: the process cap, spawn failures
+# limits: the process cap, spawn failures, the descriptor budget's gRPC connections
 
 
 @pytest.mark.deadline(60)
@@ -492,6 +493,61 @@ def test_a_spawn_out_of_descriptors_is_resource_exhausted_and_counted(start_limi
         c.close()
         session.close()
         assert wait_until(lambda: not sleeps(duration), 10.0), sleeps(duration)
+
+
+@pytest.mark.deadline(60)
+def test_grpc_connections_past_the_budget_are_closed_until_one_is(start_server):
+    """The gRPC listener's share of the descriptor budget: past its connection cap (logged at start) a connection
+    is closed as soon as it is accepted, logged once a second at most; HTTP is unaffected; a call works again once
+    a connection closes."""
+    srv = start_server("--grpc-port", "0")
+    found = srv.wait_for_log(r"(\d+) gRPC connections \(1 each\)")
+    assert found, srv.log_tail()
+    cap = int(found.group(1))
+    port = grpc_port(srv)
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(cap)]
+    try:
+        # Accepted in the order they connected: the ones past the cap are the last.
+        extra = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
+        for sock in extra:
+            sock.settimeout(5)
+            assert sock.recv(1) == b"", "a connection past the cap was kept"
+            sock.close()
+        refusals = re.findall(r"refused a gRPC connection: (\d+) are open", srv.logs())
+        assert refusals and all(int(n) == cap for n in refusals) and len(refusals) <= 3, refusals
+        assert requests.get(srv.base_url + "/", timeout=5).status_code == 200
+        held.pop().close()
+
+        def runs() -> bool:
+            c = Client(srv)
+            try:
+                return c.execute(["echo", "hi"], timeout=5).stdout == b"hi\n"
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+                return False
+            finally:
+                c.close()
+
+        assert wait_until(runs, 10.0, 0.1), "no call got through after a connection closed"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.mark.deadline(30)
+def test_a_silent_grpc_connection_is_closed_after_twice_the_idle_timeout(start_server):
+    """A connection that never makes a call (nor answers the transport's graceful idle close) is closed outright
+    after twice --idle-timeout, so silent connections cannot keep the gRPC connection cap full."""
+    srv = start_server("--grpc-port", "0", "--idle-timeout", "1")
+    sock = socket.create_connection(("127.0.0.1", grpc_port(srv)), timeout=5)
+    try:
+        started = time.monotonic()
+        sock.settimeout(10)
+        while sock.recv(65536):
+            pass
+        assert 1.5 < time.monotonic() - started < 6
+    finally:
+        sock.close()
 
 
 # --------------------------------------------------------------------------

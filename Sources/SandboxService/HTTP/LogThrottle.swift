@@ -5,7 +5,7 @@ import Synchronization
 /// Writes a warning at most once per interval for each kind of message, with the number of messages of that kind
 /// left out since the last one written. A flood of one event (a client opening connection after connection past the
 /// limit, libmicrohttpd failing to accept) then costs a line per interval instead of a line per event.
-final class LogThrottle: Sendable {
+public final class LogThrottle: Sendable {
     private struct Kind {
         var lastWritten: UInt64
         var suppressed: Int
@@ -15,13 +15,13 @@ final class LogThrottle: Sendable {
     private let interval: UInt64
     private let kinds = Mutex<[String: Kind]>([:])
 
-    init(logger: Logger, seconds: Double = 1) {
+    public init(logger: Logger, seconds: Double = 1) {
         self.logger = logger
         interval = UInt64(seconds * 1e9)
     }
 
     /// Writes `message` unless a message of the same `kind` was written less than an interval ago.
-    func warning(_ kind: String, _ message: @autoclosure () -> String) {
+    public func warning(_ kind: String, _ message: @autoclosure () -> String) {
         let now = DispatchTime.now().uptimeNanoseconds
         let suppressed = kinds.withLock { kinds -> Int? in
             if var known = kinds[kind], now &- known.lastWritten < interval {

@@ -3,9 +3,10 @@ import Glibc
 
 /// How sandboxd shares its descriptor limit (`RLIMIT_NOFILE`) between connections and processes, so that neither
 /// can starve the other or the listener: with at most `maxConnections` connections and `maxProcesses` processes,
-/// sandboxd uses at most `reserve + maxConnections × perConnection + maxProcesses × perProcess` descriptors, and the
-/// defaults keep that within the limit. A refused connection or process is then answered (closed, or 429) before
-/// `accept`, `pipe` or `open` can fail with EMFILE, and `GET /` and the error answers always have a descriptor.
+/// sandboxd uses at most `reserve + maxConnections × perConnection + maxProcesses × perProcess` descriptors (with
+/// the gRPC listener, `grpcReserve + maxGRPCConnections × perGRPCConnection` more), and the defaults keep that
+/// within the limit. A refused connection or process is then answered (closed, or 429) before `accept`, `pipe` or
+/// `open` can fail with EMFILE, and `GET /` and the error answers always have a descriptor.
 public struct DescriptorBudget: Sendable, Equatable {
     /// Descriptors for everything that is neither a connection nor a process: standard streams, the listening socket,
     /// libmicrohttpd's epoll and wake-up descriptors per thread, the I/O loop's epoll and wake pipe, the child signal
@@ -22,17 +23,34 @@ public struct DescriptorBudget: Sendable, Equatable {
     public static let perProcess = 3
     /// The most connections the default allows, whatever the limit.
     public static let defaultConnectionCap = 1024
+    /// With the gRPC listener, its own descriptors: the listening socket and its event loop's epoll, wake-up and
+    /// timer descriptors (one loop thread), with room to spare.
+    public static let grpcReserve = 8
+    /// A gRPC connection's descriptors: its socket only. gRPC moves no files, and one HTTP/2 connection carries
+    /// every call of a client; the processes its calls start are counted as processes.
+    public static let perGRPCConnection = 1
+    /// The most gRPC connections open at once, whatever the limit.
+    public static let grpcConnectionCap = 64
 
     /// The soft descriptor limit the budget shares.
     public var limit: Int
+    /// HTTP connections open at once (`--max-connections`).
     public var maxConnections: Int
     public var maxProcesses: Int
+    /// gRPC connections open at once; 0 without the gRPC listener.
+    public var maxGRPCConnections: Int
 
-    /// The budget for `limit`: `maxConnections` defaults to half of what the reserve leaves (at most 1024
+    /// The budget for `limit`. With `grpc`, the gRPC listener takes its reserve and up to 64 connections (at most an
+    /// eighth of what the reserve leaves) first. `maxConnections` defaults to half of what is left (at most 1024
     /// connections), `maxProcesses` to the rest; explicit values are kept as given.
-    public init(limit: Int, maxConnections: Int? = nil, maxProcesses: Int? = nil) {
+    public init(limit: Int, maxConnections: Int? = nil, maxProcesses: Int? = nil, grpc: Bool = false) {
         self.limit = limit
-        let available = max(0, limit - Self.reserve)
+        var available = max(0, limit - Self.reserve)
+        maxGRPCConnections = 0
+        if grpc {
+            maxGRPCConnections = max(1, min(Self.grpcConnectionCap, available / 8 / Self.perGRPCConnection))
+            available = max(0, available - Self.grpcReserve - maxGRPCConnections * Self.perGRPCConnection)
+        }
         let connections =
             maxConnections ?? max(1, min(Self.defaultConnectionCap, available / 2 / Self.perConnection))
         self.maxConnections = connections
@@ -42,6 +60,7 @@ public struct DescriptorBudget: Sendable, Equatable {
     /// The most descriptors sandboxd can hold with this budget.
     public var worstCase: Int {
         Self.reserve + maxConnections * Self.perConnection + maxProcesses * Self.perProcess
+            + (maxGRPCConnections > 0 ? Self.grpcReserve + maxGRPCConnections * Self.perGRPCConnection : 0)
     }
 
     /// Whether `worstCase` fits the limit (explicit flags may ask for more).

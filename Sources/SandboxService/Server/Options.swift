@@ -94,7 +94,8 @@ extension SandboxServer.Options {
             derivedDefault: "the rest of the descriptor limit, at 3 per process: 160 under a limit of 1024"),
         .init(
             ["idle-timeout", "http-idle-timeout"], \.idleTimeout,
-            "How long a connection may stay silent, and the longest a request head may take to arrive.",
+            "How long a connection may stay silent, and the longest a request head may take to arrive; a gRPC "
+                + "connection without a call is closed gracefully after it, outright after twice it.",
             check: positive),
         .init(
             ["shutdown-timeout"], \.shutdownTimeout,
