@@ -136,7 +136,7 @@ private final class Request {}
     @Test func aSilentStreamGetsAKeepAliveComment() throws {
         let sockets = try SocketPair()
         let registry = connections(keepAliveInterval: 0)
-        let stream = EventStream()
+        let stream = EventStream(highWater: 1 << 20)
         registry.watch(stream, of: ObjectIdentifier(Request()), socket: sockets.server)
         registry.tick()
         var buffer = [UInt8](repeating: 0, count: 64)
@@ -170,8 +170,9 @@ private final class Request {}
         let background = Request()
         let ended = Request()
         #expect(registry.watch(PendingResponse(), of: ObjectIdentifier(held), socket: -1))
-        registry.watch(EventStream(holdsShutdown: true), of: ObjectIdentifier(held), socket: -1)
-        registry.watch(EventStream(holdsShutdown: false), of: ObjectIdentifier(background), socket: -1)
+        registry.watch(EventStream(holdsShutdown: true, highWater: 1 << 20), of: ObjectIdentifier(held), socket: -1)
+        registry.watch(
+            EventStream(holdsShutdown: false, highWater: 1 << 20), of: ObjectIdentifier(background), socket: -1)
         #expect(registry.watch(PendingResponse(), of: ObjectIdentifier(ended), socket: -1))
         #expect(registry.activeRequests == 3)
         registry.requestEnded(ObjectIdentifier(ended), on: nil)

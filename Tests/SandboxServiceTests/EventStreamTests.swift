@@ -18,9 +18,10 @@ private final class FakeConnection: Sendable {
     }
 
     private let record = Record()
-    let stream = EventStream()
+    let stream: EventStream
 
-    init() {
+    init(highWater: Int = 1 << 20) {
+        stream = EventStream(highWater: highWater)
         stream.attach(
             suspend: { [record] in
                 record.state.withLock {
@@ -170,12 +171,33 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
     }
 
     @Test func parkedWritesBeforeAttachAreOnlyBuffered() {
-        let stream = EventStream()
+        let stream = EventStream(highWater: 1 << 20)
         stream.send(event: "stdout", data: "before attach")
         stream.finish()
         var buffer = [UInt8](repeating: 0, count: 256)
         let result = buffer.withUnsafeMutableBytes { stream.read(into: $0) }
         #expect(result == .bytes("event: stdout\ndata: before attach\n\n".utf8.count))
+    }
+
+    // MARK: backpressure
+
+    @Test func theProducerIsPausedPastTheHighWaterMarkAndResumedBelowAQuarterOfIt() {
+        let connection = FakeConnection(highWater: 1000)
+        let pauses = Counter()
+        let resumes = Counter()
+        connection.stream.setFlowControl(pause: { pauses.increment() }, resume: { resumes.increment() })
+        let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 400)
+        connection.stream.write(chunk)
+        connection.stream.write(chunk)
+        #expect(pauses.value == 0, "800 bytes are within a high-water mark of 1000")
+        connection.stream.write(chunk)
+        #expect(pauses.value == 1, "1200 bytes are past it")
+        connection.stream.write(chunk)
+        #expect(pauses.value == 1, "a paused producer is not paused again")
+        _ = connection.read(size: 1000)
+        #expect(resumes.value == 0, "600 bytes left are more than a quarter of 1000")
+        _ = connection.read(size: 351)
+        #expect(resumes.value == 1, "249 bytes left are less than a quarter")
     }
 
     // MARK: framing
@@ -280,7 +302,7 @@ private func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8
     }
 
     @Test func idleTimeCountsFromTheLastWrite() {
-        let stream = EventStream()
+        let stream = EventStream(highWater: 1 << 20)
         stream.send(event: "stdout", data: "x")
         #expect(stream.idleTime(now: DispatchTime.now() + .seconds(20)) >= 19.9)
         #expect(stream.idleTime() < 5)

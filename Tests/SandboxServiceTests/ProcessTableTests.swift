@@ -190,7 +190,7 @@ private final class ManualClock: Sendable {
         throws -> EventStream
     {
         let subscriber = EventSubscriber(process: process, encoding: encoding)
-        let stream = EventStream(holdsShutdown: false, source: subscriber)
+        let stream = EventStream(holdsShutdown: false, highWater: 1 << 20, source: subscriber)
         stream.attach(suspend: {}, resume: {})
         let start = try process.follow(after: after) { [weak stream] in stream?.wake() }
         subscriber.begin(after: start.start, token: start.token)

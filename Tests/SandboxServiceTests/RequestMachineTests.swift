@@ -531,7 +531,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
     // MARK: answers
 
     @Test func anEventStreamAnswerIsStreamed() {
-        let stream = EventStream()
+        let stream = EventStream(highWater: 1 << 20)
         var request = machine(
             head("POST", "/events"),
             routes: [

@@ -35,7 +35,7 @@ extension LegacyAPI {
 
     /// `POST /execute/stream`: the command's output as Server-Sent Events, one line per event, then `done`.
     func executeStream(_ request: HTTPRequest) -> Reply {
-        let stream = EventStream()
+        let stream = EventStream(highWater: streamBufferBytes)
         let splitters = Mutex((stdout: LineSplitter(), stderr: LineSplitter()))
         let launch: Launch
         do {

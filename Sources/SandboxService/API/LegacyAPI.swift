@@ -11,10 +11,13 @@ public struct LegacyAPI: Sendable {
     let environment: [String]
     /// Bytes of stdout and of stderr `/execute` keeps per command.
     let maxOutputBytes: Int
+    /// Bytes buffered for a slow `/execute/stream` client before the command's output is no longer read.
+    let streamBufferBytes: Int
 
+    /// - Parameter streamBufferBytes: output buffered for one `/execute/stream` client before the command is paused.
     public init(
         root: SandboxRoot, runner: CommandRunner, maxTimeout: Double, environment: [String],
-        maxOutputBytes: Int = 16 << 20
+        maxOutputBytes: Int = 16 << 20, streamBufferBytes: Int
     ) {
         self.root = root
         files = FileTree(root: root)
@@ -22,6 +25,7 @@ public struct LegacyAPI: Sendable {
         self.maxTimeout = maxTimeout
         self.environment = environment
         self.maxOutputBytes = maxOutputBytes
+        self.streamBufferBytes = streamBufferBytes
     }
 
     public func register(in router: inout Router) {

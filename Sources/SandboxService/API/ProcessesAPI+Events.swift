@@ -22,7 +22,7 @@ extension ProcessesAPI {
             lastSeen = id
         }
         let subscriber = EventSubscriber(process: process, encoding: encoding)
-        let stream = EventStream(holdsShutdown: false, source: subscriber)
+        let stream = EventStream(holdsShutdown: false, highWater: streamBufferBytes, source: subscriber)
         let start: (start: UInt64, missed: ClosedRange<UInt64>?, token: UInt64?)
         do throws(ManagedProcess.UnknownEventID) {
             // Weak: the process keeps the waker until the client leaves, and the stream lives as long as its response.

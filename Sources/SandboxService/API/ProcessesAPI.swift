@@ -13,16 +13,20 @@ public struct ProcessesAPI: Sendable {
     /// Bytes queued for an event-stream client that is behind (beyond the stream's own high-water mark) before it
     /// is cut off with an `error` event; it can reconnect with `Last-Event-ID`.
     let maxBacklog: Int
+    /// Bytes an event stream buffers for its client (its own comments; output is read from the replay log).
+    let streamBufferBytes: Int
 
+    /// - Parameter streamBufferBytes: what an event stream may buffer for its client.
     public init(
         table: ProcessTable, root: SandboxRoot, environment: [String], maxStdinBody: Int = 1 << 20,
-        maxBacklog: Int = 4 << 20
+        maxBacklog: Int = 4 << 20, streamBufferBytes: Int
     ) {
         self.table = table
         self.root = root
         self.environment = environment
         self.maxStdinBody = maxStdinBody
         self.maxBacklog = maxBacklog
+        self.streamBufferBytes = streamBufferBytes
     }
 
     static let prefix = "/v1/processes/"

@@ -107,19 +107,26 @@ public final class EventStream: Sendable {
     /// Whether a graceful shutdown waits for this stream to end. False for streams that follow something meant to
     /// outlive requests (a background process's events).
     public let holdsShutdown: Bool
-    /// Buffered bytes beyond which the producer is paused, and below which it is resumed: enough to keep a fast
-    /// client busy, small enough that a slow client costs little memory.
-    static let highWater = 1 << 20
-    static let lowWater = 256 << 10
+    /// Buffered bytes beyond which the producer is paused (`--stream-buffer-bytes`): enough to keep a fast client
+    /// busy, small enough that a slow client costs little memory.
+    let highWater: Int
+    /// Buffered bytes below which a paused producer is resumed: a quarter of `highWater`, so the producer is not
+    /// switched on and off for every read, and at least 1 (resumed once all is sent).
+    let lowWater: Int
 
-    public init(holdsShutdown: Bool = true) {
+    /// - Parameter highWater: bytes buffered for the client beyond which the producer is paused.
+    public init(holdsShutdown: Bool = true, highWater: Int) {
         self.holdsShutdown = holdsShutdown
+        self.highWater = highWater
+        lowWater = max(1, highWater / 4)
         source = nil
     }
 
     /// A stream whose body `source` produces as it is read; `write` still queues bytes (comments) between its frames.
-    init(holdsShutdown: Bool, source: any EventSource) {
+    init(holdsShutdown: Bool, highWater: Int, source: any EventSource) {
         self.holdsShutdown = holdsShutdown
+        self.highWater = highWater
+        lowWater = max(1, highWater / 4)
         self.source = source
     }
 
@@ -141,7 +148,7 @@ public final class EventStream: Sendable {
         let pauseNow = state.withLock { state -> Bool in
             state.pauseProducer = pause
             state.resumeProducer = resume
-            guard !state.producerPaused, state.pending > Self.highWater else { return false }
+            guard !state.producerPaused, state.pending > highWater else { return false }
             state.producerPaused = true
             return true
         }
@@ -177,7 +184,7 @@ public final class EventStream: Sendable {
     func write(_ bytes: [UInt8]) {
         let pause = state.withLock { state -> (@Sendable () -> Void)? in
             if state.append(bytes) { state.resume?() }
-            guard !state.producerPaused, !state.finished, state.pending > Self.highWater else { return nil }
+            guard !state.producerPaused, !state.finished, state.pending > highWater else { return nil }
             state.producerPaused = state.pauseProducer != nil
             return state.pauseProducer
         }
@@ -232,7 +239,7 @@ public final class EventStream: Sendable {
         let (result, resume) = state.withLock { state -> (ReadResult, (@Sendable () -> Void)?) in
             let result = state.read(into: destination)
             if result == .parked { state.suspend?() }
-            guard state.producerPaused, state.pending < Self.lowWater else { return (result, nil) }
+            guard state.producerPaused, state.pending < lowWater else { return (result, nil) }
             state.producerPaused = false
             return (result, state.resumeProducer)
         }

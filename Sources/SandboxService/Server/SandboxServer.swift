@@ -68,11 +68,12 @@ public final class SandboxServer: Sendable {
         var router = Router()
         LegacyAPI(
             root: root, runner: runner, maxTimeout: options.maxTimeout, environment: environment,
-            maxOutputBytes: options.maxOutputBytes
+            maxOutputBytes: options.maxOutputBytes, streamBufferBytes: 1 << 20
         ).register(in: &router)
         FilesV1API(root: root, metadataPrefix: options.metadataPrefix, readiness: readiness).register(in: &router)
         processes = ProcessTable(runner: runner)
-        ProcessesAPI(table: processes, root: root, environment: environment).register(in: &router)
+        ProcessesAPI(table: processes, root: root, environment: environment, streamBufferBytes: 1 << 20).register(
+            in: &router)
         OpenAPIDocument.register(in: &router)
         let metrics = metrics
         router.add(
