@@ -104,7 +104,8 @@ struct FilesV1APITests {
         let directory = try TemporaryDirectory("sandboxd-v1-health")
         defer { directory.remove() }
         let readiness = FilesV1API.Readiness()
-        let api = FilesV1API(root: try SandboxRoot(path: directory.path), environment: [:], readiness: readiness)
+        let api = FilesV1API(
+            root: try SandboxRoot(path: directory.path), environment: [:], readiness: readiness, maxBodyBytes: 1 << 20)
         guard case .response(let ok) = api.health(), case .bytes(let body) = ok.body else {
             Issue.record("health did not answer at once")
             return

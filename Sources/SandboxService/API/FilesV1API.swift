@@ -9,30 +9,36 @@ public struct FilesV1API: Sendable {
     /// `/v1/metadata`'s answer, computed once: the environment does not change after start.
     let metadata: JSONValue
     let started = ContinuousClock.now
+    /// Bytes of a body read into memory (none of these routes takes one but `PUT`, which streams it to disk).
+    let maxBodyBytes: Int
 
     /// - Parameters:
     ///   - metadataPrefix: only environment variables starting with it are served on `/v1/metadata`; blank means
     ///     `SANDBOX_`.
     ///   - environment: what `/v1/metadata` filters.
     ///   - readiness: `/v1/health` answers 503 once it says the server is stopping.
+    ///   - maxBodyBytes: the largest body read into memory (`--max-body-bytes`); 413 beyond.
     public init(
         root: SandboxRoot, metadataPrefix: String = Self.defaultMetadataPrefix,
-        environment: [String: String] = ProcessInfo.processInfo.environment, readiness: Readiness = Readiness()
+        environment: [String: String] = ProcessInfo.processInfo.environment, readiness: Readiness = Readiness(),
+        maxBodyBytes: Int
     ) {
         tree = FileTree(root: root)
         self.readiness = readiness
+        self.maxBodyBytes = maxBodyBytes
         metadata = Self.metadata(environment: environment, prefix: metadataPrefix)
     }
 
     public func register(in router: inout Router) {
-        router.add(.init("GET", .prefix("/v1/files/")) { request, _ in get(request) })
+        let body = BodyMode.buffered(limit: maxBodyBytes)
+        router.add(.init("GET", .prefix("/v1/files/"), body: body) { request, _ in get(request) })
         router.add(
             .init("PUT", .prefix("/v1/files/"), body: .perRequest(putBody)) { request, outcome in
                 putFinished(outcome, path: request.pathParameter)
             })
-        router.add(.init("DELETE", .prefix("/v1/files/")) { request, _ in delete(request) })
-        router.add(.init("GET", .exact("/v1/health")) { _, _ in health() })
-        router.add(.init("GET", .exact("/v1/metadata")) { _, _ in .response(.json(metadata)) })
+        router.add(.init("DELETE", .prefix("/v1/files/"), body: body) { request, _ in delete(request) })
+        router.add(.init("GET", .exact("/v1/health"), body: body) { _, _ in health() })
+        router.add(.init("GET", .exact("/v1/metadata"), body: body) { _, _ in .response(.json(metadata)) })
     }
 
     /// `GET /v1/files/{path}` (and HEAD): a file's bytes, or a directory's listing.

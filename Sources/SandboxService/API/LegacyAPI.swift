@@ -11,13 +11,18 @@ public struct LegacyAPI: Sendable {
     let environment: [String]
     /// Bytes of stdout and of stderr `/execute` keeps per command.
     let maxOutputBytes: Int
+    /// Bytes of a request body read into memory (the JSON of `/execute`); 413 beyond.
+    let maxBodyBytes: Int
     /// Bytes buffered for a slow `/execute/stream` client before the command's output is no longer read.
     let streamBufferBytes: Int
 
-    /// - Parameter streamBufferBytes: output buffered for one `/execute/stream` client before the command is paused.
+    /// - Parameters:
+    ///   - maxBodyBytes: the largest body read into memory (`--max-body-bytes`).
+    ///   - streamBufferBytes: output buffered for one `/execute/stream` client before the command is paused
+    ///     (`--stream-buffer-bytes`).
     public init(
         root: SandboxRoot, runner: CommandRunner, maxTimeout: Double, environment: [String],
-        maxOutputBytes: Int = 16 << 20, streamBufferBytes: Int
+        maxOutputBytes: Int = 16 << 20, maxBodyBytes: Int, streamBufferBytes: Int
     ) {
         self.root = root
         files = FileTree(root: root)
@@ -25,21 +30,23 @@ public struct LegacyAPI: Sendable {
         self.maxTimeout = maxTimeout
         self.environment = environment
         self.maxOutputBytes = maxOutputBytes
+        self.maxBodyBytes = maxBodyBytes
         self.streamBufferBytes = streamBufferBytes
     }
 
     public func register(in router: inout Router) {
         let health = HTTPResponse.json(["status": "ok", "message": "Sandbox Runtime is active."])
-        router.add(.init("GET", .exact("/")) { _, _ in .response(health) })
-        router.add(.init("POST", .exact("/execute")) { request, _ in execute(request) })
-        router.add(.init("POST", .exact("/execute/stream")) { request, _ in executeStream(request) })
+        let body = BodyMode.buffered(limit: maxBodyBytes)
+        router.add(.init("GET", .exact("/"), body: body) { _, _ in .response(health) })
+        router.add(.init("POST", .exact("/execute"), body: body) { request, _ in execute(request) })
+        router.add(.init("POST", .exact("/execute/stream"), body: body) { request, _ in executeStream(request) })
         router.add(
             .init("POST", .exact("/upload"), body: .upload(field: "file", open: openUpload)) { _, outcome in
                 uploadFinished(outcome)
             })
-        router.add(.init("GET", .prefix("/download/")) { request, _ in download(request.pathParameter) })
-        router.add(.init("GET", .prefix("/list/")) { request, _ in list(request.pathParameter) })
-        router.add(.init("GET", .prefix("/exists/")) { request, _ in exists(request.pathParameter) })
+        router.add(.init("GET", .prefix("/download/"), body: body) { request, _ in download(request.pathParameter) })
+        router.add(.init("GET", .prefix("/list/"), body: body) { request, _ in list(request.pathParameter) })
+        router.add(.init("GET", .prefix("/exists/"), body: body) { request, _ in exists(request.pathParameter) })
     }
 }
 

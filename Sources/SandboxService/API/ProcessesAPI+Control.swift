@@ -4,21 +4,21 @@ import Synchronization
 extension ProcessesAPI {
     /// How a `POST /v1/processes/{id}/…` body is received. A stdin body goes to a sink that writes it to the
     /// process once complete; the process, its stdin and the declared length are checked first, so a refused write
-    /// reads no body. The other actions take a small JSON body.
+    /// reads no body. The other actions take a JSON body, under the same limit.
     func postBody(_ request: HTTPRequest) throws(APIError) -> BodyMode {
-        guard Target(request.pathParameter)?.action == .stdin else { return .buffered(limit: 64 << 10) }
+        guard Target(request.pathParameter)?.action == .stdin else { return .buffered(limit: maxBodyBytes) }
         let (target, process) = try resolve(request)
         guard process.snapshot.stdinOpen else { throw Self.controlError(.stdinClosed, target.id) }
-        if let length = request.headers["content-length"].flatMap({ Int($0) }), length > maxStdinBody {
+        if let length = request.headers["content-length"].flatMap({ Int($0) }), length > maxBodyBytes {
             throw stdinTooLarge()
         }
-        let limit = maxStdinBody
+        let limit = maxBodyBytes
         let tooLarge = stdinTooLarge()
         return .stream(open: { StdinBody(process: process, limit: limit, tooLarge: tooLarge) })
     }
 
     private func stdinTooLarge() -> APIError {
-        Self.failure(.resourceExhausted, status: 413, "a stdin body may carry at most \(maxStdinBody) bytes")
+        Self.failure(.resourceExhausted, status: 413, "a stdin body may carry at most \(maxBodyBytes) bytes")
     }
 
     /// A v1 error with a status of its own, where the code's usual one does not fit (`RESOURCE_EXHAUSTED` is 507,

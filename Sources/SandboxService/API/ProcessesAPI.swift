@@ -8,39 +8,37 @@ public struct ProcessesAPI: Sendable {
     let root: SandboxRoot
     /// The environment every process starts from, as `KEY=value`.
     let environment: [String]
-    /// Bytes one `POST …/stdin` may carry.
-    let maxStdinBody: Int
-    /// Bytes queued for an event-stream client that is behind (beyond the stream's own high-water mark) before it
-    /// is cut off with an `error` event; it can reconnect with `Last-Event-ID`.
-    let maxBacklog: Int
+    /// Bytes a body read into memory may have: the JSON of a start, signal or resize, and one `POST …/stdin`.
+    let maxBodyBytes: Int
     /// Bytes an event stream buffers for its client (its own comments; output is read from the replay log).
     let streamBufferBytes: Int
 
-    /// - Parameter streamBufferBytes: what an event stream may buffer for its client.
+    /// - Parameters:
+    ///   - maxBodyBytes: the largest JSON body and stdin write (`--max-body-bytes`); 413 beyond.
+    ///   - streamBufferBytes: what an event stream may buffer for its client (`--stream-buffer-bytes`).
     public init(
-        table: ProcessTable, root: SandboxRoot, environment: [String], maxStdinBody: Int = 1 << 20,
-        maxBacklog: Int = 4 << 20, streamBufferBytes: Int
+        table: ProcessTable, root: SandboxRoot, environment: [String], maxBodyBytes: Int, streamBufferBytes: Int
     ) {
         self.table = table
         self.root = root
         self.environment = environment
-        self.maxStdinBody = maxStdinBody
-        self.maxBacklog = maxBacklog
+        self.maxBodyBytes = maxBodyBytes
         self.streamBufferBytes = streamBufferBytes
     }
 
     static let prefix = "/v1/processes/"
 
     public func register(in router: inout Router) {
-        router.add(.init("POST", .exact("/v1/processes")) { request, _ in start(request) })
-        router.add(.init("GET", .exact("/v1/processes")) { _, _ in list() })
+        let body = BodyMode.buffered(limit: maxBodyBytes)
+        router.add(.init("POST", .exact("/v1/processes"), body: body) { request, _ in start(request) })
+        router.add(.init("GET", .exact("/v1/processes"), body: body) { _, _ in list() })
         // Each method's route takes only the endpoints that answer it, so an unknown endpoint is a 404 and the
         // router's 405 names exactly the endpoint's methods in `Allow`.
         let serves: @Sendable (String) -> @Sendable (String) -> Bool = { method in
             { Target($0)?.allowedMethods.contains(method) ?? false }
         }
         router.add(
-            .init("GET", .prefix(Self.prefix), accepts: serves("GET")) { request, outcome in
+            .init("GET", .prefix(Self.prefix), body: body, accepts: serves("GET")) { request, outcome in
                 handle(request, outcome)
             })
         router.add(
@@ -48,7 +46,7 @@ public struct ProcessesAPI: Sendable {
                 request, outcome in handle(request, outcome)
             })
         router.add(
-            .init("DELETE", .prefix(Self.prefix), accepts: serves("DELETE")) { request, outcome in
+            .init("DELETE", .prefix(Self.prefix), body: body, accepts: serves("DELETE")) { request, outcome in
                 handle(request, outcome)
             })
     }

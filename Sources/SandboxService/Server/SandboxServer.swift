@@ -68,16 +68,18 @@ public final class SandboxServer: Sendable {
         var router = Router()
         LegacyAPI(
             root: root, runner: runner, maxTimeout: options.maxTimeout, environment: environment,
-            maxOutputBytes: options.maxOutputBytes, streamBufferBytes: 1 << 20
+            maxOutputBytes: options.maxOutputBytes, maxBodyBytes: 1 << 20, streamBufferBytes: 1 << 20
         ).register(in: &router)
-        FilesV1API(root: root, metadataPrefix: options.metadataPrefix, readiness: readiness).register(in: &router)
+        FilesV1API(root: root, metadataPrefix: options.metadataPrefix, readiness: readiness, maxBodyBytes: 1 << 20)
+            .register(in: &router)
         processes = ProcessTable(runner: runner)
-        ProcessesAPI(table: processes, root: root, environment: environment, streamBufferBytes: 1 << 20).register(
-            in: &router)
-        OpenAPIDocument.register(in: &router)
+        ProcessesAPI(
+            table: processes, root: root, environment: environment, maxBodyBytes: 1 << 20, streamBufferBytes: 1 << 20
+        ).register(in: &router)
+        OpenAPIDocument.register(in: &router, maxBodyBytes: 1 << 20)
         let metrics = metrics
         router.add(
-            .init("GET", .exact("/metrics")) { _, _ in
+            .init("GET", .exact("/metrics"), body: .buffered(limit: 1 << 20)) { _, _ in
                 .response(
                     HTTPResponse(
                         status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
