@@ -83,17 +83,25 @@ public final class CommandRunner: Sendable {
     /// any number of commands, and each command's events come out in order.
     let loop = IOLoop.shared
     /// Seconds output is still collected after the main process exited, for descendants that escaped its process
-    /// group and hold the pipes until they are killed. Long enough to drain what was already written, short enough
-    /// that such a holder never holds a reply; after it, one pipe's worth is read and the pipes are closed.
-    let drainGrace = 0.1
+    /// group and hold the pipes until they are killed (`--drain-timeout`). The default, 0.1, is long enough to
+    /// drain what was already written and short enough that such a holder never holds a reply; after it, one
+    /// pipe's worth is read and the pipes are closed.
+    let drainGrace: Double
+    /// Stdin bytes buffered for a command that does not read: beyond this, writes are refused.
+    let maxPendingStdin: Int
     private let running = Mutex<(next: UInt64, commands: [UInt64: RunningCommand])>((0, [:]))
     /// Commands (of every kind) that may run at once; nil for no limit.
     public let maxProcesses: Int?
 
-    /// - Parameter maxProcesses: commands that may run at once; more are refused with `tooManyProcesses` before
-    ///   anything is spawned. nil for no limit.
-    public init(maxProcesses: Int? = nil) {
+    /// - Parameters:
+    ///   - maxProcesses: commands that may run at once; more are refused with `tooManyProcesses` before anything is
+    ///     spawned. nil for no limit.
+    ///   - drainGrace: seconds output is still read after a command's main process exited.
+    ///   - maxPendingStdin: stdin bytes that may wait for one command to read them; more are refused (`full`).
+    public init(maxProcesses: Int? = nil, drainGrace: Double = 0.1, maxPendingStdin: Int = 8 << 20) {
         self.maxProcesses = maxProcesses
+        self.drainGrace = drainGrace
+        self.maxPendingStdin = maxPendingStdin
     }
 
     private let timeouts = Atomic<Int>(0)

@@ -46,7 +46,7 @@ public final class RunningCommand: Sendable {
     public enum StdinError: Error, Sendable {
         /// The command was started without a stdin pipe, or its stdin was already closed.
         case notOpen
-        /// More than `maxPendingStdin` bytes are waiting for the command to read them.
+        /// More than the runner's `maxPendingStdin` bytes are waiting for the command to read them.
         case full
     }
 
@@ -60,8 +60,6 @@ public final class RunningCommand: Sendable {
     /// only (a fresh zeroed 64 KiB array per read cost more than the read of a short command's output).
     nonisolated(unsafe) private static let readBuffer = UnsafeMutableRawPointer.allocate(
         byteCount: readSize, alignment: 16)
-    /// Stdin bytes buffered for a command that does not read: beyond this, writes are refused.
-    public static let maxPendingStdin = 8 << 20
 
     init(runner: CommandRunner, serial: UInt64, sink: @escaping @Sendable (CommandEvent) -> Void) {
         self.runner = runner
@@ -115,7 +113,7 @@ public final class RunningCommand: Sendable {
     public func writeStdin(_ bytes: [UInt8]) throws(StdinError) {
         try state.withLock { (state) throws(StdinError) in
             guard state.stdin.fd >= 0, !state.stdin.closeRequested else { throw .notOpen }
-            guard state.stdin.pending.count + bytes.count <= Self.maxPendingStdin else { throw .full }
+            guard state.stdin.pending.count + bytes.count <= runner.maxPendingStdin else { throw .full }
             state.stdin.pending += bytes
         }
         runner.loop.async { [self] in flushStdin() }
