@@ -22,6 +22,47 @@ import Testing
         #expect(options.token == nil && options.maxUploadBytes == nil && warnings.isEmpty)
     }
 
+    @Test func theLimitsDefaultToTheBoundsTheServiceWasBuiltWith() throws {
+        let (options, _) = try parse([])
+        #expect(options.maxBodyBytes == 1 << 20 && options.replayBytes == 1 << 20)
+        #expect(options.streamBufferBytes == 1 << 20 && options.drainTimeout == 0.1)
+        #expect(options.keepFinished == 100 && options.keepFinishedFor == 600)
+        let lines = SandboxServer.Options.help.split(separator: "\n").map(String.init)
+        for (flag, shown) in [
+            ("--max-body-bytes N", "1048576"), ("--replay-bytes N", "1048576"), ("--keep-finished N", "100"),
+            ("--keep-finished-for SECONDS", "600"), ("--stream-buffer-bytes N", "1048576"),
+            ("--drain-timeout SECONDS", "0.1"),
+        ] {
+            let index = try #require(lines.firstIndex(of: "  " + flag), "\(flag) is not in the help")
+            #expect(lines[index + 1].hasSuffix("(default: \(shown))"), "\(lines[index + 1])")
+        }
+    }
+
+    @Test func theLimitsAreRead() throws {
+        let (options, warnings) = try parse([
+            "--max-body-bytes", "2000", "--replay-bytes=4096", "-keep-finished", "1", "--keep-finished-for", "1m30s",
+            "--stream-buffer-bytes", "65536", "--drain-timeout", "2",
+        ])
+        #expect(options.maxBodyBytes == 2000 && options.replayBytes == 4096 && options.keepFinished == 1)
+        #expect(options.keepFinishedFor == 90 && options.streamBufferBytes == 65536 && options.drainTimeout == 2)
+        #expect(warnings.isEmpty)
+        #expect(try parse(["--drain-timeout", "250ms", "--keep-finished-for", "1h"]).0.drainTimeout == 0.25)
+        #expect(try parse(["--keep-finished-for", "1h"]).0.keepFinishedFor == 3600)
+        #expect(try parse(["--keep-finished-for", "0.5"]).0.keepFinishedFor == 0.5)
+    }
+
+    @Test(arguments: [
+        "--max-body-bytes", "--replay-bytes", "--keep-finished", "--keep-finished-for", "--stream-buffer-bytes",
+        "--drain-timeout",
+    ])
+    func aLimitMustBePositive(flag: String) {
+        for value in ["0", "-1", "x", ""] {
+            #expect(throws: SandboxServer.Options.ParseError.self, "\(flag) \(value)") {
+                try SandboxServer.Options.parse([flag, value], environment: [:])
+            }
+        }
+    }
+
     @Test func everySpellingOfAnOptionIsAccepted() throws {
         for arguments in [
             ["--port", "9000"], ["--port=9000"], ["-port", "9000"], ["-port=9000"], ["--rest-port", "9000"],

@@ -21,6 +21,19 @@ extension SandboxServer {
         public var maxOutputBytes = 16 << 20
         /// Cap on upload and file write bodies, in bytes; nil for none.
         public var maxUploadBytes: Int?
+        /// Cap on every body read into memory (JSON bodies, a stdin write), in bytes; 8 times it caps the stdin
+        /// bytes waiting for one command.
+        public var maxBodyBytes = 1 << 20
+        /// Output bytes each v1 process keeps for replay.
+        public var replayBytes = 1 << 20
+        /// Finished v1 processes kept (the newest).
+        public var keepFinished = 100
+        /// Seconds a finished v1 process is kept after its exit.
+        public var keepFinishedFor: Double = 600
+        /// Output bytes buffered for one event-stream client before the command's pipes are no longer read.
+        public var streamBufferBytes = 1 << 20
+        /// Seconds output is still read after a command's main process exited.
+        public var drainTimeout = 0.1
         /// Concurrent connections; more are refused. nil: what the descriptor budget leaves (`DescriptorBudget`; the
         /// binary derives it at start), 1024 where nobody did.
         public var maxConnections: Int?
@@ -83,6 +96,30 @@ extension SandboxServer.Options {
         .init(
             ["max-upload-bytes"], \.maxUploadBytes, "Largest upload or file write body; larger ones get 413.",
             check: notNegative),
+        .init(
+            ["max-body-bytes"], \.maxBodyBytes,
+            "Largest body read into memory: a JSON body (/execute, /execute/stream, v1 process start, signal, "
+                + "resize) or a stdin write; larger ones get 413. Stdin waiting for a command to read it is capped at "
+                + "8 times this; writes past that get 429.", check: positive),
+        .init(
+            ["replay-bytes"], \.replayBytes,
+            "Output each v1 process keeps for replay (its newest bytes); a client that attaches later gets a comment "
+                + "marking the older output as missed, and one that falls further behind an error event.",
+            check: positive),
+        .init(
+            ["keep-finished"], \.keepFinished,
+            "Finished v1 processes kept, the newest; older ones are forgotten (404).", check: positive),
+        .init(
+            ["keep-finished-for"], \.keepFinishedFor,
+            "How long a finished v1 process is kept after its exit; then it is forgotten (404).", check: positive),
+        .init(
+            ["stream-buffer-bytes"], \.streamBufferBytes,
+            "Output buffered for one /execute/stream client; past it sandboxd stops reading the command's pipes, so "
+                + "the command blocks on write until less than a quarter of it is left to send.", check: positive),
+        .init(
+            ["drain-timeout"], \.drainTimeout,
+            "How long output is still read after a command's main process exited, from what it left holding its "
+                + "pipes; then what the pipes hold is read once and they are closed.", check: positive),
         .init(
             ["max-connections"], \.maxConnections, "Concurrent connections; more are closed at once.", check: positive,
             derivedDefault: "half of the descriptor limit left after a reserve of 64, at 3 per connection, at most "

@@ -27,7 +27,11 @@ public final class SandboxServer: Sendable {
         self.options = options
         self.logger = logger
         root = try SandboxRoot(path: options.root)
-        runner = CommandRunner(maxProcesses: options.maxProcesses)
+        // A command's pending stdin holds eight of the largest writes (8 MiB by default).
+        let (stdinCap, overflow) = options.maxBodyBytes.multipliedReportingOverflow(by: 8)
+        runner = CommandRunner(
+            maxProcesses: options.maxProcesses, drainGrace: options.drainTimeout,
+            maxPendingStdin: overflow ? Int.max : stdinCap)
         // Orphaned descendants of ended commands come to sandboxd (which reaps them) even when it is not PID 1.
         _ = csystem_become_child_subreaper()
         if options.ownsAllChildren { ChildReaper.shared.killStrays() }
@@ -68,18 +72,27 @@ public final class SandboxServer: Sendable {
         var router = Router()
         LegacyAPI(
             root: root, runner: runner, maxTimeout: options.maxTimeout, environment: environment,
-            maxOutputBytes: options.maxOutputBytes, maxBodyBytes: 1 << 20, streamBufferBytes: 1 << 20
+            maxOutputBytes: options.maxOutputBytes, maxBodyBytes: options.maxBodyBytes,
+            streamBufferBytes: options.streamBufferBytes
         ).register(in: &router)
-        FilesV1API(root: root, metadataPrefix: options.metadataPrefix, readiness: readiness, maxBodyBytes: 1 << 20)
-            .register(in: &router)
-        processes = ProcessTable(runner: runner)
+        FilesV1API(
+            root: root, metadataPrefix: options.metadataPrefix, readiness: readiness,
+            maxBodyBytes: options.maxBodyBytes
+        ).register(in: &router)
+        var limits = ProcessTable.Limits()
+        limits.outputBytes = options.replayBytes
+        limits.retainedCount = options.keepFinished
+        // Capped at ~31 years, as the I/O loop's timers are: a Duration of any Double would overflow.
+        limits.retention = .seconds(min(options.keepFinishedFor, 1e9))
+        processes = ProcessTable(runner: runner, limits: limits)
         ProcessesAPI(
-            table: processes, root: root, environment: environment, maxBodyBytes: 1 << 20, streamBufferBytes: 1 << 20
+            table: processes, root: root, environment: environment, maxBodyBytes: options.maxBodyBytes,
+            streamBufferBytes: options.streamBufferBytes
         ).register(in: &router)
-        OpenAPIDocument.register(in: &router, maxBodyBytes: 1 << 20)
+        OpenAPIDocument.register(in: &router, maxBodyBytes: options.maxBodyBytes)
         let metrics = metrics
         router.add(
-            .init("GET", .exact("/metrics"), body: .buffered(limit: 1 << 20)) { _, _ in
+            .init("GET", .exact("/metrics"), body: .buffered(limit: options.maxBodyBytes)) { _, _ in
                 .response(
                     HTTPResponse(
                         status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
