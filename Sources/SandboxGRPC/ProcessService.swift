@@ -20,7 +20,7 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
         } else {
             spec.stdin = true
         }
-        let events = CommandEvents()
+        let events = CommandEvents(highWater: sandbox.streamBufferBytes)
         let command = try run(spec, events)
         // Registered before the InitEvent leaves, so a WriteStdin sent on receiving it finds the process.
         let id = processes.add(command)
@@ -47,7 +47,7 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
         -> Process_V1_ExecuteResponse
     {
         let spec = try command(request.config)
-        let events = CommandEvents()
+        let events = CommandEvents(highWater: sandbox.streamBufferBytes)
         let command = try run(spec, events)
         var exited = false
         defer { if !exited { command.cancel() } }

@@ -7,12 +7,15 @@ public final class Sandbox: Sendable {
     let environment: [String]
     /// Bytes of each output stream a collected run keeps.
     public let maxOutputBytes: Int
+    /// Output bytes held for one streaming client before the command's pipes stop being read.
+    public let streamBufferBytes: Int
 
-    init(root: SandboxRoot, runner: CommandRunner, environment: [String], maxOutputBytes: Int) {
+    init(root: SandboxRoot, runner: CommandRunner, environment: [String], maxOutputBytes: Int, streamBufferBytes: Int) {
         self.root = root
         self.runner = runner
         self.environment = environment
         self.maxOutputBytes = maxOutputBytes
+        self.streamBufferBytes = streamBufferBytes
     }
 
     /// A command to run: `argv` as given, in `cwd` (relative to the root, a leading slash re-rooted; the root when

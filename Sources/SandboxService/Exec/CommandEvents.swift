@@ -21,7 +21,7 @@ public final class CommandEvents: AsyncSequence, Sendable {
     private let highWater: Int
 
     /// - Parameter highWater: output bytes queued before the command is paused.
-    public init(highWater: Int = 1 << 20) {
+    public init(highWater: Int) {
         self.highWater = highWater
     }
 

@@ -114,7 +114,7 @@ extension SandboxServer.Options {
             "How long a finished v1 process is kept after its exit; then it is forgotten (404).", check: positive),
         .init(
             ["stream-buffer-bytes"], \.streamBufferBytes,
-            "Output buffered for one /execute/stream client; past it sandboxd stops reading the command's pipes, so "
+            "Output buffered for one /execute/stream client or gRPC Start or Execute call; past it sandboxd stops reading the command's pipes, so "
                 + "the command blocks on write until less than a quarter of it is left to send.", check: positive),
         .init(
             ["drain-timeout"], \.drainTimeout,

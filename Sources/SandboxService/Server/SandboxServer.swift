@@ -39,7 +39,8 @@ public final class SandboxServer: Sendable {
             .filter { !options.secretVariables.contains($0.key) }
             .map { "\($0.key)=\($0.value)" }
         sandbox = Sandbox(
-            root: root, runner: runner, environment: environment, maxOutputBytes: options.maxOutputBytes)
+            root: root, runner: runner, environment: environment, maxOutputBytes: options.maxOutputBytes,
+            streamBufferBytes: options.streamBufferBytes)
         let runner = runner
         metrics = Metrics {
             var readings: [(String, String, String, Double)] = [
