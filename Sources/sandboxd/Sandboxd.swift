@@ -55,7 +55,7 @@ enum Sandboxd {
         if descriptorLimit == nil { logger.warning("cannot read the descriptor limit; assuming 1024") }
         let budget = DescriptorBudget(
             limit: descriptorLimit ?? 1024, maxConnections: options.maxConnections, maxProcesses: options.maxProcesses,
-            grpc: options.grpcPort != nil)
+            grpc: options.grpcPort != nil, maxGRPCConnections: options.maxGRPCConnections)
         options.maxConnections = budget.maxConnections
         options.maxProcesses = budget.maxProcesses
         let grpcShare =

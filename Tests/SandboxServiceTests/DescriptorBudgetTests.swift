@@ -48,6 +48,14 @@ import Testing
         #expect(with.worstCase == 64 + 8 + 64 + with.maxConnections * 3 + with.maxProcesses * 3)
     }
 
+    @Test func anExplicitGRPCConnectionCapIsKeptAndLeavesTheRestToTheOthers() {
+        let budget = DescriptorBudget(limit: 1024, grpc: true, maxGRPCConnections: 4)
+        #expect(budget.maxGRPCConnections == 4)
+        #expect(budget.maxConnections == (1024 - 64 - 8 - 4) / 2 / 3)
+        #expect(budget.fits)
+        #expect(DescriptorBudget(limit: 1024, maxGRPCConnections: 4).maxGRPCConnections == 0)
+    }
+
     @Test(arguments: [64, 128, 256, 1024, 65536])
     func withGRPCDefaultsStillFit(limit: Int) {
         let budget = DescriptorBudget(limit: limit, grpc: true)

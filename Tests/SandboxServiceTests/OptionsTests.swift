@@ -27,11 +27,12 @@ import Testing
         #expect(options.maxBodyBytes == 1 << 20 && options.replayBytes == 1 << 20)
         #expect(options.streamBufferBytes == 1 << 20 && options.drainTimeout == 0.1)
         #expect(options.keepFinished == 100 && options.keepFinishedFor == 600)
+        #expect(options.maxHeaderBytes == 32768 && options.maxGRPCConnections == nil)
         let lines = SandboxServer.Options.help.split(separator: "\n").map(String.init)
         for (flag, shown) in [
             ("--max-body-bytes N", "1048576"), ("--replay-bytes N", "1048576"), ("--keep-finished N", "100"),
             ("--keep-finished-for SECONDS", "600"), ("--stream-buffer-bytes N", "1048576"),
-            ("--drain-timeout SECONDS", "0.1"),
+            ("--drain-timeout SECONDS", "0.1"), ("--max-header-bytes N", "32768"),
         ] {
             let index = try #require(lines.firstIndex(of: "  " + flag), "\(flag) is not in the help")
             #expect(lines[index + 1].hasSuffix("(default: \(shown))"), "\(lines[index + 1])")
@@ -41,8 +42,10 @@ import Testing
     @Test func theLimitsAreRead() throws {
         let (options, warnings) = try parse([
             "--max-body-bytes", "2000", "--replay-bytes=4096", "-keep-finished", "1", "--keep-finished-for", "1m30s",
-            "--stream-buffer-bytes", "65536", "--drain-timeout", "2",
+            "--stream-buffer-bytes", "65536", "--drain-timeout", "2", "--max-header-bytes", "8192",
+            "--max-grpc-connections=3",
         ])
+        #expect(options.maxHeaderBytes == 8192 && options.maxGRPCConnections == 3)
         #expect(options.maxBodyBytes == 2000 && options.replayBytes == 4096 && options.keepFinished == 1)
         #expect(options.keepFinishedFor == 90 && options.streamBufferBytes == 65536 && options.drainTimeout == 2)
         #expect(warnings.isEmpty)
@@ -53,7 +56,7 @@ import Testing
 
     @Test(arguments: [
         "--max-body-bytes", "--replay-bytes", "--keep-finished", "--keep-finished-for", "--stream-buffer-bytes",
-        "--drain-timeout",
+        "--drain-timeout", "--max-grpc-connections",
     ])
     func aLimitMustBePositive(flag: String) {
         for value in ["0", "-1", "x", ""] {

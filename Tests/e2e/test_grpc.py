@@ -496,14 +496,17 @@ def test_a_spawn_out_of_descriptors_is_resource_exhausted_and_counted(start_limi
 
 
 @pytest.mark.deadline(60)
-def test_grpc_connections_past_the_budget_are_closed_until_one_is(start_server):
-    """The gRPC listener's share of the descriptor budget: past its connection cap (logged at start) a connection
-    is closed as soon as it is accepted, logged once a second at most; HTTP is unaffected; a call works again once
-    a connection closes."""
-    srv = start_server("--grpc-port", "0")
+@pytest.mark.parametrize("explicit", [None, 3])
+def test_grpc_connections_past_the_budget_are_closed_until_one_is(start_server, explicit):
+    """The gRPC listener's share of the descriptor budget (or --max-grpc-connections): past its connection cap
+    (logged at start) a connection is closed as soon as it is accepted, logged once a second at most; HTTP is
+    unaffected; a call works again once a connection closes."""
+    flags = ("--max-grpc-connections", str(explicit)) if explicit else ()
+    srv = start_server("--grpc-port", "0", *flags)
     found = srv.wait_for_log(r"(\d+) gRPC connections \(1 each\)")
     assert found, srv.log_tail()
     cap = int(found.group(1))
+    assert cap == (explicit or 64)
     port = grpc_port(srv)
     held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(cap)]
     try:

@@ -2,7 +2,7 @@
 and shows over the wire that the bound moved with it.
 
 --max-body-bytes (JSON bodies, stdin writes, stdin waiting unread), --replay-bytes, --keep-finished,
---keep-finished-for, --stream-buffer-bytes and --drain-timeout.
+--keep-finished-for, --stream-buffer-bytes, --drain-timeout and --max-header-bytes.
 """
 
 from __future__ import annotations
@@ -344,3 +344,14 @@ def test_drain_timeout_reads_output_written_after_the_main_process_exited(start_
 def test_the_default_drain_timeout_closes_the_output_before_a_late_write(start_server):
     stdout, holder = _output_after_exit(start_server())
     assert (stdout, holder) == ("early\n", "broken pipe\n")
+
+
+@pytest.mark.parametrize("flags, size, status", [((), 20_000, 200), (("--max-header-bytes", "8192"), 20_000, 431),
+                                                 (("--max-header-bytes", "65536"), 40_000, 200)])
+def test_max_header_bytes_bounds_the_request_head(start_server, flags, size, status):
+    srv = start_server(*flags)
+    with socket.create_connection((srv.host, srv.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+        line = sock.recv(200).split(b"\r\n")[0]
+    assert line.startswith(b"HTTP/1.1 %d" % status), line
+    assert requests.get(srv.base_url + "/", timeout=TIMEOUT).status_code == 200

@@ -26,6 +26,9 @@ public final class HTTPServer: Sendable {
         public var maxUploadBytes: Int?
         /// Request log lines carry method, path, status and duration as metadata fields (for `--log-format json`).
         public var structuredLogs = false
+        /// Each connection's memory pool: its request head (and read buffer) must fit; a larger head gets 431, or
+        /// 414 for its target alone.
+        public var maxHeaderBytes = 32 * 1024
 
         public init(
             host: String = "0.0.0.0", port: UInt16 = 8000, threads: Int = 2, connectionLimit: Int = 1024,
@@ -113,8 +116,8 @@ public final class HTTPServer: Sendable {
                 // enforces the configured limit by closing extra connections at once, so this one is a backstop.
                 UInt32(max(1, configuration.threads)), UInt32(configuration.connectionLimit + 64),
                 // Per-connection memory (request head and read buffer). libmicrohttpd clears it for every request, so a
-                // larger pool costs every small request; 32 KiB is its default and bounds request heads.
-                UInt32(configuration.idleTimeout), 32 * 1024)
+                // larger pool costs every small request; 32 KiB is its default.
+                UInt32(configuration.idleTimeout), configuration.maxHeaderBytes)
         }
         guard let daemon else { throw StartError.cannotListen(configuration.host, configuration.port) }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "sandboxd.keepalive"))

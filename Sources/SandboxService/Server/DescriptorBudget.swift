@@ -40,16 +40,20 @@ public struct DescriptorBudget: Sendable, Equatable {
     /// gRPC connections open at once; 0 without the gRPC listener.
     public var maxGRPCConnections: Int
 
-    /// The budget for `limit`. With `grpc`, the gRPC listener takes its reserve and up to 64 connections (at most an
-    /// eighth of what the reserve leaves) first. `maxConnections` defaults to half of what is left (at most 1024
+    /// The budget for `limit`. With `grpc`, the gRPC listener takes its reserve and its connections first (by
+    /// default up to 64, at most an eighth of what the reserve leaves). `maxConnections` defaults to half of what is left (at most 1024
     /// connections), `maxProcesses` to the rest; explicit values are kept as given.
-    public init(limit: Int, maxConnections: Int? = nil, maxProcesses: Int? = nil, grpc: Bool = false) {
+    public init(
+        limit: Int, maxConnections: Int? = nil, maxProcesses: Int? = nil, grpc: Bool = false,
+        maxGRPCConnections: Int? = nil
+    ) {
         self.limit = limit
         var available = max(0, limit - Self.reserve)
-        maxGRPCConnections = 0
+        self.maxGRPCConnections = 0
         if grpc {
-            maxGRPCConnections = max(1, min(Self.grpcConnectionCap, available / 8 / Self.perGRPCConnection))
-            available = max(0, available - Self.grpcReserve - maxGRPCConnections * Self.perGRPCConnection)
+            self.maxGRPCConnections =
+                maxGRPCConnections ?? max(1, min(Self.grpcConnectionCap, available / 8 / Self.perGRPCConnection))
+            available = max(0, available - Self.grpcReserve - self.maxGRPCConnections * Self.perGRPCConnection)
         }
         let connections =
             maxConnections ?? max(1, min(Self.defaultConnectionCap, available / 2 / Self.perConnection))

@@ -40,6 +40,11 @@ extension SandboxServer {
         /// Commands of every kind (`/execute`, streams, v1 processes, terminals) running at once; more are refused
         /// (429). nil: what the descriptor budget leaves (the binary derives it at start), no limit where nobody did.
         public var maxProcesses: Int?
+        /// gRPC connections open at once; more are closed at once. nil: the gRPC listener's share of the descriptor
+        /// budget (the binary derives it at start).
+        public var maxGRPCConnections: Int?
+        /// Bytes of memory each HTTP connection has for its request head (and read buffer).
+        public var maxHeaderBytes = 32 * 1024
         /// Seconds an idle or slow connection (no bytes from the client) is kept.
         public var idleTimeout: Double = 60
         /// Seconds running requests get to finish after SIGTERM before commands are terminated.
@@ -130,6 +135,16 @@ extension SandboxServer.Options {
             check: positive,
             derivedDefault: "the rest of the descriptor limit, at 3 per process: 160 under a limit of 1024"),
         .init(
+            ["max-grpc-connections"], \.maxGRPCConnections,
+            "With --grpc-port, gRPC connections open at once (each carries any number of calls); more are closed at "
+                + "once.", check: positive,
+            derivedDefault: "an eighth of the descriptor limit left after a reserve of 64, at most 64: 64 under a "
+                + "limit of 1024; HTTP connections and processes then default to 148 each"),
+        .init(
+            ["max-header-bytes"], \.maxHeaderBytes,
+            "Memory of each HTTP connection for its request head (and read buffer); a larger head gets 431, a longer "
+                + "target 414.", check: atLeastFourKiB),
+        .init(
             ["idle-timeout", "http-idle-timeout"], \.idleTimeout,
             "How long a connection may stay silent, and the longest a request head may take to arrive; a gRPC "
                 + "connection without a call is closed gracefully after it, outright after twice it.",
@@ -151,6 +166,10 @@ extension SandboxServer.Options {
 
     private static func positive<Value: Comparable & Numeric>(_ value: Value) -> String? {
         value > 0 ? nil : "must be greater than 0"
+    }
+
+    private static func atLeastFourKiB(_ value: Int) -> String? {
+        value >= 4096 ? nil : "must be at least 4096"
     }
 
     private static func notNegative<Value: Comparable & Numeric>(_ value: Value) -> String? {

@@ -105,6 +105,7 @@ public final class SandboxServer: Sendable {
             idleTimeout: Int(options.idleTimeout.rounded(.up)), bearerToken: options.token,
             maxUploadBytes: options.maxUploadBytes)
         configuration.structuredLogs = options.structuredLogs
+        configuration.maxHeaderBytes = options.maxHeaderBytes
         http = HTTPServer(configuration: configuration, router: router, logger: logger, metrics: metrics)
     }
 
