@@ -70,14 +70,14 @@ final class ChildReaper: Sendable {
 
     private init(loop: IOLoop) {
         self.loop = loop
-        let signals = childSignalBlocked.load(ordering: .acquiring) ? csystem_sigchld_fd() : -1
+        let signals = childSignalBlocked.load(ordering: .acquiring) ? csandboxd_sigchld_fd() : -1
         onLoop = signals >= 0
         guard onLoop else {
             startThread(named: "sandboxd-reaper") { [self] in self.reapForever() }
             return
         }
         _ = loop.register(signals, events: IOLoop.readable) { [self] _ in
-            csystem_drain_signalfd(signals)
+            csandboxd_drain_signalfd(signals)
             reapAvailable()
         }
         // Insurance against a SIGCHLD taken by a thread that does not block it: a status is never left waiting
@@ -161,7 +161,7 @@ final class ChildReaper: Sendable {
     private func reapAvailable() {
         var reaped = false
         while true {
-            let pid = csystem_exited_child(0)
+            let pid = csandboxd_exited_child(0)
             // A pid that cannot be reaped (a failed spawn's own `waitpid` took it) is not offered again.
             guard pid > 0, reap(pid) else { break }
             reaped = true
@@ -171,7 +171,7 @@ final class ChildReaper: Sendable {
 
     private func reapForever() {
         while true {
-            let pid = csystem_exited_child(1)
+            let pid = csandboxd_exited_child(1)
             if pid > 0 {
                 if reap(pid) { requestSweep() }
             } else if errno == ECHILD {
@@ -251,7 +251,7 @@ final class ReadWriteLock: @unchecked Sendable {
 /// shared I/O loop through a signalfd instead of a reaper thread of their own. Call first thing in `main`, before
 /// any thread exists. Commands start with an empty signal mask whatever the server blocks.
 public func deliverChildExitsToTheIOLoop() {
-    csystem_block_sigchld()
+    csandboxd_block_sigchld()
     childSignalBlocked.store(true, ordering: .releasing)
 }
 
@@ -282,7 +282,7 @@ func startThread(named name: String, _ body: @escaping @Sendable () -> Void) {
         &thread, nil,
         { context in
             let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
-            csystem_name_thread(box.name)
+            csandboxd_name_thread(box.name)
             box.body()
             return nil
         }, context)

@@ -56,19 +56,19 @@ final class IOLoop: Sendable {
     private static let wakeToken: UInt64 = 0
 
     init(name: String) {
-        epoll = csystem_epoll_create()
+        epoll = csandboxd_epoll_create()
         var fds: [Int32] = [0, 0]
         precondition(
-            epoll >= 0 && csystem_pipe(&fds) == 0, "cannot create the I/O loop: \(String(cString: strerror(errno)))")
+            epoll >= 0 && csandboxd_pipe(&fds) == 0, "cannot create the I/O loop: \(String(cString: strerror(errno)))")
         wakeRead = fds[0]
         wakeWrite = fds[1]
         for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        _ = csystem_epoll_ctl(epoll, Int32(CSYSTEM_EPOLL_ADD), wakeRead, UInt32(CSYSTEM_EPOLLIN), Self.wakeToken)
+        _ = csandboxd_epoll_ctl(epoll, Int32(CSANDBOXD_EPOLL_ADD), wakeRead, UInt32(CSANDBOXD_EPOLLIN), Self.wakeToken)
         startThread(named: name) { [self] in self.run() }
     }
 
-    static let readable = UInt32(CSYSTEM_EPOLLIN)
-    static let writable = UInt32(CSYSTEM_EPOLLOUT)
+    static let readable = UInt32(CSANDBOXD_EPOLLIN)
+    static let writable = UInt32(CSANDBOXD_EPOLLOUT)
 
     /// Watches `fd` for `events` (`readable` or `writable`; hang-ups and errors are always reported); returns the
     /// token that names the registration.
@@ -78,7 +78,7 @@ final class IOLoop: Sendable {
             state.nextToken += 1
             state.registrations[token] = Registration(fd: fd, events: events, handler: handler, active: true)
             // Under the lock, so a concurrent unregister of this token cannot run between the two.
-            _ = csystem_epoll_ctl(epoll, Int32(CSYSTEM_EPOLL_ADD), fd, events, token)
+            _ = csandboxd_epoll_ctl(epoll, Int32(CSANDBOXD_EPOLL_ADD), fd, events, token)
             return token
         }
     }
@@ -89,8 +89,8 @@ final class IOLoop: Sendable {
         state.withLock { state in
             guard let registration = state.registrations[token], registration.active != active else { return }
             state.registrations[token]?.active = active
-            let operation = active ? CSYSTEM_EPOLL_ADD : CSYSTEM_EPOLL_DEL
-            _ = csystem_epoll_ctl(epoll, Int32(operation), registration.fd, registration.events, token)
+            let operation = active ? CSANDBOXD_EPOLL_ADD : CSANDBOXD_EPOLL_DEL
+            _ = csandboxd_epoll_ctl(epoll, Int32(operation), registration.fd, registration.events, token)
         }
     }
 
@@ -98,7 +98,7 @@ final class IOLoop: Sendable {
     func unregister(_ token: UInt64) {
         state.withLock { state in
             guard let registration = state.registrations.removeValue(forKey: token), registration.active else { return }
-            _ = csystem_epoll_ctl(epoll, Int32(CSYSTEM_EPOLL_DEL), registration.fd, 0, token)
+            _ = csandboxd_epoll_ctl(epoll, Int32(CSANDBOXD_EPOLL_DEL), registration.fd, 0, token)
         }
     }
 
@@ -157,7 +157,7 @@ final class IOLoop: Sendable {
                 state.sleepingUntil = milliseconds == 0 ? 0 : now + milliseconds * 1_000_000
                 return Int32(milliseconds)
             }
-            let count = csystem_epoll_wait(epoll, &tokens, &events, Int32(capacity), timeout)
+            let count = csandboxd_epoll_wait(epoll, &tokens, &events, Int32(capacity), timeout)
             state.withLock { $0.sleepingUntil = 0 }
             for index in 0..<max(0, Int(count)) {
                 let token = tokens[index]

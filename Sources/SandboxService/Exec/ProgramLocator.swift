@@ -21,7 +21,7 @@ final class ProgramLocator: Sendable {
         let directories = path.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         var watched = [Int32](repeating: 0, count: directories.count)
         let events = withCStrings(directories) { paths in
-            csystem_watch_directories(
+            csandboxd_watch_directories(
                 UnsafePointer(OpaquePointer(paths.baseAddress)), Int32(directories.count), &watched)
         }
         var prefix = 0
@@ -41,7 +41,7 @@ final class ProgramLocator: Sendable {
         let search = directories.map { path(of: program, in: $0) }
         guard watchedPrefix > 0 else { return search }
         let remembered = state.withLock { state -> Int? in
-            switch csystem_directory_events(events) {
+            switch csandboxd_directory_events(events) {
             case 0: break
             case 1: state.found.removeAll()
             default:

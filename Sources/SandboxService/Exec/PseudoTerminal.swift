@@ -12,7 +12,7 @@ struct PseudoTerminal {
         let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
         guard master >= 0 else { throw .resourcesExhausted("opening a pseudo-terminal", errno) }
         var name = [CChar](repeating: 0, count: 128)
-        guard csystem_unlock_terminal(master, &name, name.count) == 0 else {
+        guard csandboxd_unlock_terminal(master, &name, name.count) == 0 else {
             let code = errno
             close(master)
             throw .resourcesExhausted("setting up a pseudo-terminal", code)

@@ -105,7 +105,7 @@ struct ChildStreams {
     /// A pipe, close-on-exec from the start (no concurrent spawn can inherit it), with O_NONBLOCK on the server's end.
     private func makePipe(nonBlocking end: End) throws(SpawnError) -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]
-        guard csystem_pipe(&fds) == 0 else { throw .resourcesExhausted("pipe", errno) }
+        guard csandboxd_pipe(&fds) == 0 else { throw .resourcesExhausted("pipe", errno) }
         let serverEnd = end == .read ? fds[0] : fds[1]
         _ = fcntl(serverEnd, F_SETFL, O_NONBLOCK)  // a new pipe has no other status flag to keep
         return (fds[0], fds[1])
@@ -116,7 +116,7 @@ func setCloseOnExec(_ fd: Int32) {
     _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
 }
 
-/// Starts `argv` with `csystem_spawn` (vfork and exec), in the open directory `cwdDescriptor` (`fchdir`; the path
+/// Starts `argv` with `csandboxd_spawn` (vfork and exec), in the open directory `cwdDescriptor` (`fchdir`; the path
 /// `cwd` when it is -1), with default signal dispositions and an empty signal mask whatever the server itself ignores
 /// or blocks, and no descriptor but 0, 1 and 2. It leads a new process
 /// group, or with a terminal a new session whose controlling terminal that is. The program is looked up in the
@@ -140,7 +140,7 @@ func spawnProcess(
                     cwd.withCString { cCwd in
                         withOptionalCString(streams.terminalPath) { cTerminal in
                             resetSignals.withUnsafeBufferPointer { signals in
-                                var request = csystem_spawn_request(
+                                var request = csandboxd_spawn_request(
                                     candidates: UnsafePointer(OpaquePointer(cCandidates.baseAddress)),
                                     candidate_count: Int32(candidates.count), argv: cArgv.baseAddress,
                                     envp: cEnv.baseAddress,
@@ -148,7 +148,7 @@ func spawnProcess(
                                     stdout_fd: streams.childStdout, stderr_fd: streams.childStderr,
                                     reset_signals: signals.baseAddress, reset_count: Int32(signals.count),
                                     executed: &executed)
-                                return csystem_spawn(&request, &pid)
+                                return csandboxd_spawn(&request, &pid)
                             }
                         }
                     }
@@ -182,7 +182,7 @@ func spawnProcess(
 private let resetSignals: [Int32] = {
     var signals: Set<Int32> = [SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGTERM, SIGUSR1, SIGUSR2, SIGCHLD]
     var found = [Int32](repeating: 0, count: 128)
-    let count = csystem_signals_not_default(&found, Int32(found.count))
+    let count = csandboxd_signals_not_default(&found, Int32(found.count))
     signals.formUnion(found.prefix(Int(max(0, count))))
     return signals.sorted()
 }()

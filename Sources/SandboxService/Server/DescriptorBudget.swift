@@ -76,7 +76,7 @@ public struct DescriptorBudget: Sendable, Equatable {
     public static func raiseLimit() -> Int? {
         var soft: UInt64 = 0
         var hard: UInt64 = 0
-        guard csystem_raise_descriptor_limit(&soft, &hard) == 0 else { return nil }
+        guard csandboxd_raise_descriptor_limit(&soft, &hard) == 0 else { return nil }
         return Int(clamping: soft)
     }
 }

@@ -33,7 +33,7 @@ public final class SandboxServer: Sendable {
             maxProcesses: options.maxProcesses, drainGrace: options.drainTimeout,
             maxPendingStdin: overflow ? Int.max : stdinCap)
         // Orphaned descendants of ended commands come to sandboxd (which reaps them) even when it is not PID 1.
-        _ = csystem_become_child_subreaper()
+        _ = csandboxd_become_child_subreaper()
         if options.ownsAllChildren { ChildReaper.shared.killStrays() }
         let environment = ProcessInfo.processInfo.environment
             .filter { !options.secretVariables.contains($0.key) }

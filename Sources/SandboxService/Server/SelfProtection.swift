@@ -7,6 +7,6 @@ public enum SelfProtection {
     /// same user can read neither its memory (the token), nor its environment, nor take its descriptors (the
     /// listening socket). Commands are dumpable again after their `execve`. Returns false if the call failed.
     public static func makeUndumpable() -> Bool {
-        csystem_make_undumpable() == 0
+        csandboxd_make_undumpable() == 0
     }
 }

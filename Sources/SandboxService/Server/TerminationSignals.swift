@@ -31,7 +31,7 @@ public enum TerminationSignals {
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
         _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
         readEnd = fds[0]
-        _ = csystem_forward_termination_signals(fds[1])
+        _ = csandboxd_forward_termination_signals(fds[1])
         // A client that goes away must not kill the server; libmicrohttpd already sends with MSG_NOSIGNAL.
         var action = sigaction()
         action.__sigaction_handler.sa_handler = ignore
@@ -55,10 +55,10 @@ public enum TerminationSignals {
 
     /// Blocks until SIGTERM or SIGINT arrives.
     static func wait() -> Received {
-        var message = csystem_termination()
+        var message = csandboxd_termination()
         while true {
-            let count = read(readEnd, &message, MemoryLayout<csystem_termination>.size)
-            if count == MemoryLayout<csystem_termination>.size {
+            let count = read(readEnd, &message, MemoryLayout<csandboxd_termination>.size)
+            if count == MemoryLayout<csandboxd_termination>.size {
                 return Received(signal: message.signal, sender: message.sender)
             }
             if count < 0 && errno == EINTR { continue }

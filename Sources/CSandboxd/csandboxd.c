@@ -1,5 +1,5 @@
 #define _GNU_SOURCE
-#include "csystem.h"
+#include "csandboxd.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -30,13 +30,13 @@ static int kernel_sigaction(int sig, const struct kernel_sigaction *action, stru
     return (int)syscall(SYS_rt_sigaction, sig, action, old, sizeof(uint64_t));
 }
 
-// The descriptor limit commands start with: the server's soft limit before `csystem_raise_descriptor_limit` raised
+// The descriptor limit commands start with: the server's soft limit before `csandboxd_raise_descriptor_limit` raised
 // it (zero: unchanged). Written once at start, before any spawn.
 static struct rlimit commands_nofile;
 
 // Runs in the vfork child, on the parent's stack and memory: system calls only, no allocation, no locks. Returns
 // only on failure, with the errno to report.
-static int spawn_child(const csystem_spawn_request *r) {
+static int spawn_child(const csandboxd_spawn_request *r) {
     const struct kernel_sigaction dfl = {.handler = SIG_DFL};
     for (int i = 0; i < r->reset_count; i++) kernel_sigaction(r->reset_signals[i], &dfl, NULL);
     // The command's orphans stay in its subtree while it lives (kept across execve), so none escapes its tree.
@@ -79,7 +79,7 @@ static int spawn_child(const csystem_spawn_request *r) {
     return result;
 }
 
-int csystem_spawn(const csystem_spawn_request *request, pid_t *pid) {
+int csandboxd_spawn(const csandboxd_spawn_request *request, pid_t *pid) {
     // With every signal blocked no handler of the server can run in the child, which shares its memory.
     sigset_t all, previous;
     sigfillset(&all);
@@ -101,7 +101,7 @@ int csystem_spawn(const csystem_spawn_request *request, pid_t *pid) {
     return 0;
 }
 
-int csystem_signals_not_default(int *out, int max) {
+int csandboxd_signals_not_default(int *out, int max) {
     int count = 0;
     for (int sig = 1; sig < NSIG && count < max; sig++) {
         struct kernel_sigaction action;
@@ -111,7 +111,7 @@ int csystem_signals_not_default(int *out, int max) {
     return count;
 }
 
-int csystem_unlock_terminal(int master, char *name, size_t size) {
+int csandboxd_unlock_terminal(int master, char *name, size_t size) {
     if (grantpt(master) != 0 || unlockpt(master) != 0) return -1;
     int error = ptsname_r(master, name, size);
     if (error != 0) {
@@ -121,16 +121,16 @@ int csystem_unlock_terminal(int master, char *name, size_t size) {
     return 0;
 }
 
-void csystem_name_thread(const char *name) {
+void csandboxd_name_thread(const char *name) {
     char truncated[16];
     strncpy(truncated, name, sizeof truncated - 1);
     truncated[sizeof truncated - 1] = 0;
     pthread_setname_np(pthread_self(), truncated);
 }
 
-int csystem_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+int csandboxd_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
-int csystem_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+int csandboxd_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 static sigset_t sigchld_set(void) {
     sigset_t set;
@@ -139,22 +139,22 @@ static sigset_t sigchld_set(void) {
     return set;
 }
 
-void csystem_block_sigchld(void) {
+void csandboxd_block_sigchld(void) {
     sigset_t set = sigchld_set();
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
-int csystem_sigchld_fd(void) {
+int csandboxd_sigchld_fd(void) {
     sigset_t set = sigchld_set();
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
-void csystem_drain_signalfd(int fd) {
+void csandboxd_drain_signalfd(int fd) {
     struct signalfd_siginfo info[16];
     while (read(fd, info, sizeof info) == (ssize_t)sizeof info) {}  // a short read emptied it
 }
 
-int csystem_watch_directories(const char *const *paths, int count, int *watched) {
+int csandboxd_watch_directories(const char *const *paths, int count, int *watched) {
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd < 0) return -1;
     const uint32_t mask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF |
@@ -163,7 +163,7 @@ int csystem_watch_directories(const char *const *paths, int count, int *watched)
     return fd;
 }
 
-int csystem_directory_events(int fd) {
+int csandboxd_directory_events(int fd) {
     char buffer[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     int result = 0;
     for (;;) {
@@ -178,14 +178,14 @@ int csystem_directory_events(int fd) {
     }
 }
 
-int csystem_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+int csandboxd_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
-int csystem_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+int csandboxd_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
     struct epoll_event event = {.events = events, .data.u64 = token};
     return epoll_ctl(epfd, op, fd, &event);
 }
 
-int csystem_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
+int csandboxd_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
     struct epoll_event ready[256];
     if (max > 256) max = 256;
     int count = epoll_wait(epfd, ready, max, timeout_ms);
@@ -196,7 +196,7 @@ int csystem_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, in
     return count;
 }
 
-int csystem_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {
+int csandboxd_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {
     struct rlimit limit;
     if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
     if (limit.rlim_cur < limit.rlim_max) {
@@ -225,9 +225,9 @@ int csystem_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {
     return 0;
 }
 
-int csystem_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+int csandboxd_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
-pid_t csystem_exited_child(int block) {
+pid_t csandboxd_exited_child(int block) {
     siginfo_t info;
     info.si_pid = 0;
     int options = WEXITED | WNOWAIT | (block ? 0 : WNOHANG);
@@ -243,14 +243,14 @@ static int termination_fd = -1;
 static void forward_termination(int signal, siginfo_t *info, void *context) {
     (void)context;
     int saved = errno;
-    csystem_termination message = {signal, info->si_code <= 0 ? info->si_pid : 0};
+    csandboxd_termination message = {signal, info->si_code <= 0 ? info->si_pid : 0};
     // One write below PIPE_BUF is atomic; a full pipe drops the signal, and one already waiting does the same work.
     ssize_t written = write(termination_fd, &message, sizeof message);
     (void)written;
     errno = saved;
 }
 
-int csystem_forward_termination_signals(int fd) {
+int csandboxd_forward_termination_signals(int fd) {
     termination_fd = fd;
     struct sigaction action;
     memset(&action, 0, sizeof action);

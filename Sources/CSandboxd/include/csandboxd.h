@@ -1,13 +1,13 @@
 // Linux and glibc calls sandboxd needs that Swift's Glibc module does not offer (or offers only as C variadics):
 // a vfork-based spawn (the child runs only async-signal-safe system calls before exec), epoll, signalfd, inotify,
 // pseudo-terminal setup, thread names, the child-subreaper and dumpable flags, the descriptor limit and `waitid`.
-#ifndef CSYSTEM_H
-#define CSYSTEM_H
+#ifndef CSANDBOXD_H
+#define CSANDBOXD_H
 
 #include <stdint.h>
 #include <sys/types.h>
 
-/// What `csystem_spawn` starts. Every pointer stays owned by the caller.
+/// What `csandboxd_spawn` starts. Every pointer stays owned by the caller.
 typedef struct {
     /// Full paths to try in order, as `execvp` would from a PATH search (one entry when the program has a slash).
     const char *const *candidates;
@@ -28,78 +28,78 @@ typedef struct {
     int reset_count;
     /// Set by the child to the index of the candidate it executes (the parent reads it after a successful spawn).
     volatile int *executed;
-} csystem_spawn_request;
+} csandboxd_spawn_request;
 
 /// Starts the program; returns 0 and the pid, or the errno of the step that failed (the child, if any, is reaped
 /// by the caller's reaper). Every descriptor from 3 up is closed in the child; its signal mask is empty. The child is
 /// a child subreaper (orphans of its descendants are re-parented to it, not to sandboxd, while it lives).
-int csystem_spawn(const csystem_spawn_request *request, pid_t *pid);
+int csandboxd_spawn(const csandboxd_spawn_request *request, pid_t *pid);
 
 /// Writes the signals whose action is not the default (ignored or handled) to `out`; returns how many.
-int csystem_signals_not_default(int *out, int max);
+int csandboxd_signals_not_default(int *out, int max);
 
 /// `grantpt`, `unlockpt` and `ptsname_r` on a new pseudo-terminal master: writes the slave's path to `name`;
 /// returns 0, or -1 with errno.
-int csystem_unlock_terminal(int master, char *name, size_t size);
+int csandboxd_unlock_terminal(int master, char *name, size_t size);
 
 /// `pthread_setname_np` for the calling thread (at most 15 bytes are kept).
-void csystem_name_thread(const char *name);
+void csandboxd_name_thread(const char *name);
 
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphans of the process's descendants are re-parented to it. Returns 0 or -1.
-int csystem_become_child_subreaper(void);
+int csandboxd_become_child_subreaper(void);
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and writes both (after the change) to `soft` and `hard`.
 /// Commands spawned afterwards start with the soft limit as it was (programs that use `select` or close every
 /// possible descriptor expect the usual 1024). Returns 0, or -1 with errno. Call once, before any spawn.
-int csystem_raise_descriptor_limit(uint64_t *soft, uint64_t *hard);
+int csandboxd_raise_descriptor_limit(uint64_t *soft, uint64_t *hard);
 
 /// `prctl(PR_SET_DUMPABLE, 0)`: processes of the same user can no longer read this one's memory, environment or
 /// descriptors through /proc, ptrace or `pidfd_getfd`. Commands are dumpable again after their `execve`.
-int csystem_make_undumpable(void);
+int csandboxd_make_undumpable(void);
 
 /// `waitid(P_ALL, …, WEXITED | WNOWAIT)`: the pid of a child that has exited, left unreaped (its zombie keeps the pid
 /// and process group id from being reused), or 0 if none has (only without `block`), or -1 with errno.
-pid_t csystem_exited_child(int block);
+pid_t csandboxd_exited_child(int block);
 
 /// `pipe2(fds, O_CLOEXEC)`: both ends close-on-exec from the start.
-int csystem_pipe(int fds[2]);
+int csandboxd_pipe(int fds[2]);
 
-/// SIGCHLD: `csystem_block_sigchld` blocks it in the calling thread (and so in the threads it starts later);
-/// `csystem_sigchld_fd` opens a non-blocking signalfd for it, and `csystem_drain_signalfd` reads everything pending
+/// SIGCHLD: `csandboxd_block_sigchld` blocks it in the calling thread (and so in the threads it starts later);
+/// `csandboxd_sigchld_fd` opens a non-blocking signalfd for it, and `csandboxd_drain_signalfd` reads everything pending
 /// there.
-void csystem_block_sigchld(void);
-int csystem_sigchld_fd(void);
-void csystem_drain_signalfd(int fd);
+void csandboxd_block_sigchld(void);
+int csandboxd_sigchld_fd(void);
+void csandboxd_drain_signalfd(int fd);
 
-/// SIGTERM and SIGINT: `csystem_forward_termination_signals` installs a handler for both that writes one
-/// `csystem_termination` to `fd` (a pipe) per signal: the signal and its sender's pid as this process sees it, which
+/// SIGTERM and SIGINT: `csandboxd_forward_termination_signals` installs a handler for both that writes one
+/// `csandboxd_termination` to `fd` (a pipe) per signal: the signal and its sender's pid as this process sees it, which
 /// is 0 for a sender outside this process's pid namespace (a container runtime, the kubelet) or the kernel (a
 /// terminal's Ctrl-C). Returns 0, or -1 with errno.
 typedef struct {
     int32_t signal;
     int32_t sender;
-} csystem_termination;
-int csystem_forward_termination_signals(int fd);
+} csandboxd_termination;
+int csandboxd_forward_termination_signals(int fd);
 
-/// inotify, to learn when a directory's entries change: `csystem_watch_directories` starts watching the given
+/// inotify, to learn when a directory's entries change: `csandboxd_watch_directories` starts watching the given
 /// directories (an entry of `watched` is set to 1 for each one that could be watched) and returns the descriptor
-/// (non-blocking) or -1; `csystem_directory_events` reads what is pending and returns 0 (nothing), 1 (entries
+/// (non-blocking) or -1; `csandboxd_directory_events` reads what is pending and returns 0 (nothing), 1 (entries
 /// changed) or 2 (a watch ended: a directory was removed or moved).
-int csystem_watch_directories(const char *const *paths, int count, int *watched);
-int csystem_directory_events(int fd);
+int csandboxd_watch_directories(const char *const *paths, int count, int *watched);
+int csandboxd_directory_events(int fd);
 
-/// epoll: `csystem_epoll_ctl` registers `fd` with `events` under `token`; `csystem_epoll_wait` fills up to `max`
+/// epoll: `csandboxd_epoll_ctl` registers `fd` with `events` under `token`; `csandboxd_epoll_wait` fills up to `max`
 /// tokens and event masks and returns how many (or -1 with errno).
-int csystem_epoll_create(void);
-int csystem_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
-int csystem_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+int csandboxd_epoll_create(void);
+int csandboxd_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+int csandboxd_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
 
 enum {
-    CSYSTEM_EPOLL_ADD = 1,
-    CSYSTEM_EPOLL_DEL = 2,
-    CSYSTEM_EPOLL_MOD = 3,
-    CSYSTEM_EPOLLIN = 0x001,
-    CSYSTEM_EPOLLOUT = 0x004,
+    CSANDBOXD_EPOLL_ADD = 1,
+    CSANDBOXD_EPOLL_DEL = 2,
+    CSANDBOXD_EPOLL_MOD = 3,
+    CSANDBOXD_EPOLLIN = 0x001,
+    CSANDBOXD_EPOLLOUT = 0x004,
 };
 
 #endif
