@@ -36,7 +36,7 @@ static struct rlimit commands_nofile;
 
 // Runs in the vfork child, on the parent's stack and memory: system calls only, no allocation, no locks. Returns
 // only on failure, with the errno to report.
-static int spawn_child(const csandboxd_spawn_request *r) {
+static int spawn_child(const csandboxd_spawn_request *r, volatile int *executed) {
     const struct kernel_sigaction dfl = {.handler = SIG_DFL};
     for (int i = 0; i < r->reset_count; i++) kernel_sigaction(r->reset_signals[i], &dfl, NULL);
     // The command's orphans stay in its subtree while it lives (kept across execve), so none escapes its tree.
@@ -69,8 +69,8 @@ static int spawn_child(const csandboxd_spawn_request *r) {
     sigprocmask(SIG_SETMASK, &none, NULL);
 
     int result = ENOENT;
-    for (int i = 0; i < r->candidate_count; i++) {
-        if (r->executed) *r->executed = i;
+    for (int i = 0; r->candidates[i]; i++) {
+        *executed = i;
         execve(r->candidates[i], r->argv, r->envp);
         // As execvp: keep looking past a missing file or a directory we may not search; remember a denial.
         if (errno == EACCES) result = EACCES;
@@ -79,7 +79,7 @@ static int spawn_child(const csandboxd_spawn_request *r) {
     return result;
 }
 
-int csandboxd_spawn(const csandboxd_spawn_request *request, pid_t *pid) {
+int csandboxd_spawn(const csandboxd_spawn_request *request, pid_t *pid, int *executed) {
     // With every signal blocked no handler of the server can run in the child, which shares its memory.
     sigset_t all, previous;
     sigfillset(&all);
@@ -87,7 +87,7 @@ int csandboxd_spawn(const csandboxd_spawn_request *request, pid_t *pid) {
     volatile int child_error = 0;
     pid_t child = vfork();
     if (child == 0) {
-        child_error = spawn_child(request);
+        child_error = spawn_child(request, executed);
         _exit(127);
     }
     int fork_error = child < 0 ? errno : 0;
@@ -130,7 +130,7 @@ void csandboxd_name_thread(const char *name) {
 
 int csandboxd_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
-int csandboxd_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+int csandboxd_pipe(int fds[_Nonnull 2]) { return pipe2(fds, O_CLOEXEC); }
 
 static sigset_t sigchld_set(void) {
     sigset_t set;
@@ -154,7 +154,7 @@ void csandboxd_drain_signalfd(int fd) {
     while (read(fd, info, sizeof info) == (ssize_t)sizeof info) {}  // a short read emptied it
 }
 
-int csandboxd_watch_directories(const char *const *paths, int count, int *watched) {
+int csandboxd_watch_directories(char *_Nullable const *_Nonnull paths, int count, int *watched) {
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd < 0) return -1;
     const uint32_t mask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF |

@@ -7,33 +7,34 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+// Every pointer below is non-null unless marked `_Nullable`, so Swift sees non-optional pointers where C needs one.
+#pragma clang assume_nonnull begin
+
 /// What `csandboxd_spawn` starts. Every pointer stays owned by the caller.
 typedef struct {
-    /// Full paths to try in order, as `execvp` would from a PATH search (one entry when the program has a slash).
-    const char *const *candidates;
-    int candidate_count;
-    char *const *argv;
-    char *const *envp;
+    /// Full paths to try in order, as `execvp` would from a PATH search (one entry when the program has a slash);
+    /// like `argv` and `envp`, ended by NULL.
+    char *_Nullable const *_Nonnull candidates;
+    char *_Nullable const *_Nonnull argv;
+    char *_Nullable const *_Nonnull envp;
     /// The child's working directory: the open directory `cwd_fd` (`fchdir`), or the path `cwd` when it is -1.
-    const char *cwd;
+    const char *_Nullable cwd;
     int cwd_fd;
     /// With a terminal path the child leads a new session and opens the terminal as 0, 1 and 2 (it becomes the
     /// controlling terminal); without one it leads a new process group and gets the three descriptors below.
-    const char *terminal;
+    const char *_Nullable terminal;
     int stdin_fd;
     int stdout_fd;
     int stderr_fd;
     /// Signals set back to their default action in the child (the ones the server ignores or handles).
-    const int *reset_signals;
+    const int *_Nullable reset_signals;
     int reset_count;
-    /// Set by the child to the index of the candidate it executes (the parent reads it after a successful spawn).
-    volatile int *executed;
 } csandboxd_spawn_request;
 
-/// Starts the program; returns 0 and the pid, or the errno of the step that failed (the child, if any, is reaped
-/// by the caller's reaper). Every descriptor from 3 up is closed in the child; its signal mask is empty. The child is
+/// Starts the program; returns 0, the pid and the index of the candidate executed, or the errno of the step that
+/// failed (the child, if any, is reaped by the caller's reaper). Every descriptor from 3 up is closed in the child; its signal mask is empty. The child is
 /// a child subreaper (orphans of its descendants are re-parented to it, not to sandboxd, while it lives).
-int csandboxd_spawn(const csandboxd_spawn_request *request, pid_t *pid);
+int csandboxd_spawn(const csandboxd_spawn_request *request, pid_t *pid, int *executed);
 
 /// Writes the signals whose action is not the default (ignored or handled) to `out`; returns how many.
 int csandboxd_signals_not_default(int *out, int max);
@@ -62,7 +63,7 @@ int csandboxd_make_undumpable(void);
 pid_t csandboxd_exited_child(int block);
 
 /// `pipe2(fds, O_CLOEXEC)`: both ends close-on-exec from the start.
-int csandboxd_pipe(int fds[2]);
+int csandboxd_pipe(int fds[_Nonnull 2]);
 
 /// SIGCHLD: `csandboxd_block_sigchld` blocks it in the calling thread (and so in the threads it starts later);
 /// `csandboxd_sigchld_fd` opens a non-blocking signalfd for it, and `csandboxd_drain_signalfd` reads everything pending
@@ -85,7 +86,7 @@ int csandboxd_forward_termination_signals(int fd);
 /// directories (an entry of `watched` is set to 1 for each one that could be watched) and returns the descriptor
 /// (non-blocking) or -1; `csandboxd_directory_events` reads what is pending and returns 0 (nothing), 1 (entries
 /// changed) or 2 (a watch ended: a directory was removed or moved).
-int csandboxd_watch_directories(const char *const *paths, int count, int *watched);
+int csandboxd_watch_directories(char *_Nullable const *_Nonnull paths, int count, int *watched);
 int csandboxd_directory_events(int fd);
 
 /// epoll: `csandboxd_epoll_ctl` registers `fd` with `events` under `token`; `csandboxd_epoll_wait` fills up to `max`
@@ -101,5 +102,7 @@ enum {
     CSANDBOXD_EPOLLIN = 0x001,
     CSANDBOXD_EPOLLOUT = 0x004,
 };
+
+#pragma clang assume_nonnull end
 
 #endif

@@ -21,8 +21,7 @@ final class ProgramLocator: Sendable {
         let directories = path.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         var watched = [Int32](repeating: 0, count: directories.count)
         let events = withCStrings(directories) { paths in
-            csandboxd_watch_directories(
-                UnsafePointer(OpaquePointer(paths.baseAddress)), Int32(directories.count), &watched)
+            csandboxd_watch_directories(paths, Int32(directories.count), &watched)
         }
         var prefix = 0
         while events >= 0, prefix < directories.count, directories[prefix].hasPrefix("/"), watched[prefix] != 0 {

@@ -141,14 +141,11 @@ func spawnProcess(
                         withOptionalCString(streams.terminalPath) { cTerminal in
                             resetSignals.withUnsafeBufferPointer { signals in
                                 var request = csandboxd_spawn_request(
-                                    candidates: UnsafePointer(OpaquePointer(cCandidates.baseAddress)),
-                                    candidate_count: Int32(candidates.count), argv: cArgv.baseAddress,
-                                    envp: cEnv.baseAddress,
-                                    cwd: cCwd, cwd_fd: cwdDescriptor, terminal: cTerminal, stdin_fd: streams.childStdin,
+                                    candidates: cCandidates, argv: cArgv, envp: cEnv, cwd: cCwd,
+                                    cwd_fd: cwdDescriptor, terminal: cTerminal, stdin_fd: streams.childStdin,
                                     stdout_fd: streams.childStdout, stderr_fd: streams.childStderr,
-                                    reset_signals: signals.baseAddress, reset_count: Int32(signals.count),
-                                    executed: &executed)
-                                return csandboxd_spawn(&request, &pid)
+                                    reset_signals: signals.baseAddress, reset_count: Int32(signals.count))
+                                return csandboxd_spawn(&request, &pid, &executed)
                             }
                         }
                     }
@@ -193,11 +190,9 @@ private func withOptionalCString<R>(_ string: String?, _ body: (UnsafePointer<CC
 }
 
 /// Calls `body` with a NULL-terminated C array of the strings, valid only during the call.
-func withCStrings<R>(_ strings: [String], _ body: (UnsafeBufferPointer<UnsafeMutablePointer<CChar>?>) -> R)
-    -> R
-{
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
     var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
     pointers.append(nil)
     defer { pointers.forEach { free($0) } }
-    return pointers.withUnsafeBufferPointer(body)
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
