@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -176,24 +175,6 @@ int csandboxd_directory_events(int fd) {
             p += sizeof(struct inotify_event) + event->len;
         }
     }
-}
-
-int csandboxd_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
-
-int csandboxd_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
-    struct epoll_event event = {.events = events, .data.u64 = token};
-    return epoll_ctl(epfd, op, fd, &event);
-}
-
-int csandboxd_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
-    struct epoll_event ready[256];
-    if (max > 256) max = 256;
-    int count = epoll_wait(epfd, ready, max, timeout_ms);
-    for (int i = 0; i < count; i++) {
-        tokens[i] = ready[i].data.u64;
-        events[i] = ready[i].events;
-    }
-    return count;
 }
 
 int csandboxd_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {

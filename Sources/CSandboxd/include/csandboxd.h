@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+// Swift's Glibc module does not include <sys/epoll.h>: Swift calls epoll_create1, epoll_ctl and epoll_wait through
+// this module. `struct epoll_event` is packed on x86_64 (12 bytes); Swift imports it with that layout.
+#include <sys/epoll.h>
+
 // Every pointer below is non-null unless marked `_Nullable`, so Swift sees non-optional pointers where C needs one.
 #pragma clang assume_nonnull begin
 
@@ -88,20 +92,6 @@ int csandboxd_forward_termination_signals(int fd);
 /// changed) or 2 (a watch ended: a directory was removed or moved).
 int csandboxd_watch_directories(char *_Nullable const *_Nonnull paths, int count, int *watched);
 int csandboxd_directory_events(int fd);
-
-/// epoll: `csandboxd_epoll_ctl` registers `fd` with `events` under `token`; `csandboxd_epoll_wait` fills up to `max`
-/// tokens and event masks and returns how many (or -1 with errno).
-int csandboxd_epoll_create(void);
-int csandboxd_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
-int csandboxd_epoll_wait(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
-
-enum {
-    CSANDBOXD_EPOLL_ADD = 1,
-    CSANDBOXD_EPOLL_DEL = 2,
-    CSANDBOXD_EPOLL_MOD = 3,
-    CSANDBOXD_EPOLLIN = 0x001,
-    CSANDBOXD_EPOLLOUT = 0x004,
-};
 
 #pragma clang assume_nonnull end
 

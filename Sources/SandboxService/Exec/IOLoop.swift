@@ -56,19 +56,19 @@ final class IOLoop: Sendable {
     private static let wakeToken: UInt64 = 0
 
     init(name: String) {
-        epoll = csandboxd_epoll_create()
+        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         var fds: [Int32] = [0, 0]
         precondition(
             epoll >= 0 && csandboxd_pipe(&fds) == 0, "cannot create the I/O loop: \(String(cString: strerror(errno)))")
         wakeRead = fds[0]
         wakeWrite = fds[1]
         for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        _ = csandboxd_epoll_ctl(epoll, Int32(CSANDBOXD_EPOLL_ADD), wakeRead, UInt32(CSANDBOXD_EPOLLIN), Self.wakeToken)
+        control(EPOLL_CTL_ADD, wakeRead, events: Self.readable, token: Self.wakeToken)
         startThread(named: name) { [self] in self.run() }
     }
 
-    static let readable = UInt32(CSANDBOXD_EPOLLIN)
-    static let writable = UInt32(CSANDBOXD_EPOLLOUT)
+    static let readable = EPOLLIN.rawValue
+    static let writable = EPOLLOUT.rawValue
 
     /// Watches `fd` for `events` (`readable` or `writable`; hang-ups and errors are always reported); returns the
     /// token that names the registration.
@@ -78,7 +78,7 @@ final class IOLoop: Sendable {
             state.nextToken += 1
             state.registrations[token] = Registration(fd: fd, events: events, handler: handler, active: true)
             // Under the lock, so a concurrent unregister of this token cannot run between the two.
-            _ = csandboxd_epoll_ctl(epoll, Int32(CSANDBOXD_EPOLL_ADD), fd, events, token)
+            control(EPOLL_CTL_ADD, fd, events: events, token: token)
             return token
         }
     }
@@ -89,8 +89,7 @@ final class IOLoop: Sendable {
         state.withLock { state in
             guard let registration = state.registrations[token], registration.active != active else { return }
             state.registrations[token]?.active = active
-            let operation = active ? CSANDBOXD_EPOLL_ADD : CSANDBOXD_EPOLL_DEL
-            _ = csandboxd_epoll_ctl(epoll, Int32(operation), registration.fd, registration.events, token)
+            control(active ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, registration.fd, events: registration.events, token: token)
         }
     }
 
@@ -98,8 +97,16 @@ final class IOLoop: Sendable {
     func unregister(_ token: UInt64) {
         state.withLock { state in
             guard let registration = state.registrations.removeValue(forKey: token), registration.active else { return }
-            _ = csandboxd_epoll_ctl(epoll, Int32(CSANDBOXD_EPOLL_DEL), registration.fd, 0, token)
+            control(EPOLL_CTL_DEL, registration.fd, events: 0, token: token)
         }
+    }
+
+    /// `epoll_ctl` for one registration: the event's data is its token.
+    private func control(_ operation: Int32, _ fd: Int32, events: UInt32, token: UInt64) {
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = token
+        _ = epoll_ctl(epoll, operation, fd, &event)
     }
 
     /// Runs `task` on the loop thread, after the tasks queued before it.
@@ -138,8 +145,7 @@ final class IOLoop: Sendable {
 
     private func run() {
         let capacity = 256
-        var tokens = [UInt64](repeating: 0, count: capacity)
-        var events = [UInt32](repeating: 0, count: capacity)
+        var ready = [epoll_event](repeating: epoll_event(), count: capacity)
         while true {
             let timeout = state.withLock { state -> Int32 in
                 // Changes after this point write a new wake byte if they need one; earlier ones are seen below.
@@ -157,10 +163,10 @@ final class IOLoop: Sendable {
                 state.sleepingUntil = milliseconds == 0 ? 0 : now + milliseconds * 1_000_000
                 return Int32(milliseconds)
             }
-            let count = csandboxd_epoll_wait(epoll, &tokens, &events, Int32(capacity), timeout)
+            let count = epoll_wait(epoll, &ready, Int32(capacity), timeout)
             state.withLock { $0.sleepingUntil = 0 }
             for index in 0..<max(0, Int(count)) {
-                let token = tokens[index]
+                let token = ready[index].data.u64
                 if token == Self.wakeToken {
                     var drain = [UInt8](repeating: 0, count: 64)
                     while read(wakeRead, &drain, drain.count) > 0 {}
@@ -168,7 +174,7 @@ final class IOLoop: Sendable {
                 }
                 // Looked up per event: a handler earlier in this round may have unregistered this token.
                 let handler = state.withLock { $0.registrations[token].flatMap { $0.active ? $0.handler : nil } }
-                handler?(events[index])
+                handler?(ready[index].events)
             }
             runDueTimers()
             runTasks()
