@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import SandboxService
 import Synchronization
 
 /// stderr for log lines, written in batches under load: a line that comes within `window` of the last write waits
@@ -55,14 +56,9 @@ final class LogOutput: Sendable {
         state.pending.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
-                let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if written > 0 {
-                    offset += written
-                } else if written < 0 && errno == EINTR {
-                    continue
-                } else {
-                    break
-                }
+                let written = try? systemCall { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
+                guard let written, written > 0 else { break }
+                offset += written
             }
         }
         state.pending.removeAll(keepingCapacity: state.pending.count <= Self.limit)

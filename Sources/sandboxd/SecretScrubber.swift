@@ -1,4 +1,5 @@
 import Glibc
+import SandboxService
 
 /// Overwrites the API token where other processes of the same user could read it: the original argument and
 /// environment blocks, which the kernel serves as /proc/<pid>/cmdline and /proc/<pid>/environ (cmdline is readable by
@@ -37,15 +38,13 @@ enum SecretScrubber {
     /// Reads a token file once: its content without one trailing newline (`\n` or `\r\n`). nil if it cannot be
     /// read; at most 64 KiB are read.
     static func readTokenFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard let fd = try? systemCall({ open(path, O_RDONLY | O_CLOEXEC) }) else { return nil }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while bytes.count < 64 << 10 {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { return nil }
+            guard let count = try? systemCall({ chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } })
+            else { return nil }
             if count == 0 { break }
             bytes += chunk[..<count]
         }

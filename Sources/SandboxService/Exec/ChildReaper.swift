@@ -171,11 +171,13 @@ final class ChildReaper: Sendable {
 
     private func reapForever() {
         while true {
-            let pid = csandboxd_exited_child(1)
-            if pid > 0 {
-                if reap(pid) { requestSweep() }
-            } else if errno == ECHILD {
+            do throws(Errno) {
+                let pid = try systemCall { csandboxd_exited_child(1) }
+                if pid > 0 && reap(pid) { requestSweep() }
+            } catch ECHILD {
                 childAdded.wait()
+            } catch {
+                // Anything else (EINTR is retried already): waited for again.
             }
         }
     }
@@ -305,6 +307,6 @@ final class Semaphore: @unchecked Sendable {
     func signal() { sem_post(semaphore) }
 
     func wait() {
-        while sem_wait(semaphore) != 0 && errno == EINTR {}
+        _ = try? systemCall { sem_wait(semaphore) }
     }
 }

@@ -56,10 +56,13 @@ final class IOLoop: Sendable {
     private static let wakeToken: UInt64 = 0
 
     init(name: String) {
-        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         var fds: [Int32] = [0, 0]
-        precondition(
-            epoll >= 0 && csandboxd_pipe(&fds) == 0, "cannot create the I/O loop: \(String(cString: strerror(errno)))")
+        do throws(Errno) {
+            epoll = try systemCall { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+            try systemCall { csandboxd_pipe(&fds) }
+        } catch {
+            preconditionFailure("cannot create the I/O loop: \(error)")
+        }
         wakeRead = fds[0]
         wakeWrite = fds[1]
         for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }

@@ -9,16 +9,18 @@ struct PseudoTerminal {
     /// Opens a master (`posix_openpt`), unlocks its slave and sets the window size.
     init(size: TerminalSize) throws(SpawnError) {
         // Opening /dev/ptmx is what posix_openpt does on Linux.
-        let master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
-        guard master >= 0 else { throw .resourcesExhausted("opening a pseudo-terminal", errno) }
+        let master = try systemCall(failure: { SpawnError.resourcesExhausted("opening a pseudo-terminal", $0.code) }) {
+            open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
+        }
         var name = [CChar](repeating: 0, count: 128)
-        guard csandboxd_unlock_terminal(master, &name, name.count) == 0 else {
-            let code = errno
+        do throws(Errno) {
+            try systemCall { csandboxd_unlock_terminal(master, &name, name.count) }
+        } catch {
             close(master)
-            throw .resourcesExhausted("setting up a pseudo-terminal", code)
+            throw .resourcesExhausted("setting up a pseudo-terminal", error.code)
         }
         self.master = master
-        childPath = String(cString: name)
+        childPath = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         Self.resize(master, to: size)
     }
 

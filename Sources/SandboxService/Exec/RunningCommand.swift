@@ -193,12 +193,12 @@ public final class RunningCommand: Sendable {
             defer { state.stdin = stdin }
             guard stdin.fd >= 0 else { return }
             while !stdin.pending.isEmpty {
-                let written = stdin.pending.withUnsafeBytes { write(stdin.fd, $0.baseAddress, $0.count) }
-                if written > 0 {
+                do throws(Errno) {
+                    let written = try systemCall {
+                        stdin.pending.withUnsafeBytes { write(stdin.fd, $0.baseAddress, $0.count) }
+                    }
                     stdin.pending.removeFirst(written)
-                } else if written < 0 && errno == EINTR {
-                    continue
-                } else if written < 0 && errno == EAGAIN {
+                } catch EAGAIN {
                     if stdin.token == 0 {
                         stdin.token = loop.register(stdin.fd, events: IOLoop.writable) { [self] _ in self.flushStdin() }
                     } else if !stdin.waiting {
@@ -206,7 +206,7 @@ public final class RunningCommand: Sendable {
                     }
                     stdin.waiting = true
                     return
-                } else {
+                } catch {
                     // The command closed its stdin (EPIPE): nothing more can be delivered.
                     stdin.pending = []
                     stdin.closeRequested = true
@@ -234,19 +234,23 @@ public final class RunningCommand: Sendable {
         // A few reads per event: a short command's last output and its EOF are then seen in one round of the loop;
         // the bound keeps one busy command from starving the others.
         for _ in 0..<4 {
-            let count = read(fd, Self.readBuffer, Self.readSize)
-            if count > 0 {
-                let buffer = [UInt8](UnsafeRawBufferPointer(start: Self.readBuffer, count: count))
-                let isStdout = state.withLock { state in state.outputs.first { $0.fd == fd }?.isStdout ?? true }
-                sink(isStdout ? .stdout(buffer) : .stderr(buffer))
-                if state.withLock({ $0.outputPaused }) { return }
-            } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
+            let count: Int
+            do throws(Errno) {
+                count = try systemCall { read(fd, Self.readBuffer, Self.readSize) }
+            } catch EAGAIN {
+                return
+            } catch {
+                count = 0  // ends the output as EOF does
+            }
+            guard count > 0 else {
                 closeOutput(fd: fd)
                 finishIfDone()
                 return
-            } else {
-                return
             }
+            let buffer = [UInt8](UnsafeRawBufferPointer(start: Self.readBuffer, count: count))
+            let isStdout = state.withLock { state in state.outputs.first { $0.fd == fd }?.isStdout ?? true }
+            sink(isStdout ? .stdout(buffer) : .stderr(buffer))
+            if state.withLock({ $0.outputPaused }) { return }
         }
     }
 
@@ -309,7 +313,8 @@ public final class RunningCommand: Sendable {
                 return output.drainLeft
             }
             guard let left else { return }
-            let count = left > 0 ? read(fd, Self.readBuffer, min(left, Self.readSize)) : 0
+            // A failed read (other than EINTR, which is retried) closes the output as EOF does.
+            let count = left > 0 ? (try? systemCall { read(fd, Self.readBuffer, min(left, Self.readSize)) }) ?? 0 : 0
             if count > 0 {
                 let buffer = [UInt8](UnsafeRawBufferPointer(start: Self.readBuffer, count: count))
                 let isStdout = state.withLock { state -> Bool in
@@ -318,8 +323,6 @@ public final class RunningCommand: Sendable {
                     return state.outputs[index].isStdout
                 }
                 sink(isStdout ? .stdout(buffer) : .stderr(buffer))
-            } else if count < 0 && errno == EINTR {
-                continue
             } else {
                 closeOutput(fd: fd)
                 return

@@ -75,8 +75,10 @@ struct ChildStreams {
                 let pty = try PseudoTerminal(size: terminal)
                 terminalPath = pty.childPath
                 stdout = pty.master
-                stdin = dup(pty.master)
-                guard stdin >= 0 else { throw SpawnError.resourcesExhausted("dup of the pseudo-terminal", errno) }
+                stdin = try systemCall(failure: { SpawnError.resourcesExhausted("dup of the pseudo-terminal", $0.code) }
+                ) {
+                    dup(pty.master)
+                }
                 setCloseOnExec(stdin)
             } else {
                 (stdout, childStdout) = try makePipe(nonBlocking: .read)
@@ -105,7 +107,7 @@ struct ChildStreams {
     /// A pipe, close-on-exec from the start (no concurrent spawn can inherit it), with O_NONBLOCK on the server's end.
     private func makePipe(nonBlocking end: End) throws(SpawnError) -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]
-        guard csandboxd_pipe(&fds) == 0 else { throw .resourcesExhausted("pipe", errno) }
+        try systemCall(failure: { SpawnError.resourcesExhausted("pipe", $0.code) }) { csandboxd_pipe(&fds) }
         let serverEnd = end == .read ? fds[0] : fds[1]
         _ = fcntl(serverEnd, F_SETFL, O_NONBLOCK)  // a new pipe has no other status flag to keep
         return (fds[0], fds[1])

@@ -27,15 +27,22 @@ final class AtomicFile {
         let stem = [UInt8(ascii: ".")] + name.prefix(200) + Array(".upload-".utf8)
         var temporary: [UInt8] = []
         var fd: Int32 = -1
-        for _ in 0..<8 {
+        for attempt in 1...8 {
             temporary = stem + Array(String(UInt32.random(in: 0...UInt32.max), radix: 16).utf8)
-            // O_CLOEXEC at open: a command spawned meanwhile must not inherit the file. The umask applies here.
-            fd = withCPath(temporary) {
-                openat(directory.rawValue, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            do throws(Errno) {
+                // O_CLOEXEC at open: a command spawned meanwhile must not inherit the file. The umask applies here.
+                fd = try systemCall {
+                    withCPath(temporary) {
+                        openat(directory.rawValue, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                    }
+                }
+                break
+            } catch EEXIST where attempt < 8 {
+                continue  // the name is taken: another one
+            } catch {
+                throw FileError.Code(error)
             }
-            if fd >= 0 || errno != EEXIST { break }
         }
-        guard fd >= 0 else { throw FileError.Code(errno: errno) }
         self.temporary = temporary
         self.fd = fd
     }
@@ -75,12 +82,9 @@ final class AtomicFile {
     private func writeAll(_ bytes: UnsafeRawBufferPointer) throws(FileError.Code) {
         var offset = 0
         while offset < bytes.count {
-            let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw FileError.Code(errno: errno)
+            offset += try systemCall(failure: FileError.Code.init) {
+                Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             }
-            offset += written
         }
     }
 
@@ -88,17 +92,21 @@ final class AtomicFile {
     func commit() throws(FileError.Code) {
         guard !committed else { return }
         try flushPending()
-        if let permissions, fchmod(fd, mode_t(permissions)) != 0 { throw FileError.Code(errno: errno) }
-        guard close(fd) == 0 else {
-            let code = errno
+        do throws(Errno) {
+            if let permissions { try systemCall { fchmod(fd, mode_t(permissions)) } }
+            let written = fd
             fd = -1
-            throw FileError.Code(errno: code)
+            // A file system that writes back late (NFS) reports the failure here. Never retried: the descriptor is
+            // closed even when `close` says EINTR.
+            try systemCall(retryingInterrupts: false) { close(written) }
+            try systemCall {
+                withCPath(temporary) { from in
+                    withCPath(name) { to in renameat(directory.rawValue, from, directory.rawValue, to) }
+                }
+            }
+        } catch {
+            throw FileError.Code(error)
         }
-        fd = -1
-        let renamed = withCPath(temporary) { from in
-            withCPath(name) { to in renameat(directory.rawValue, from, directory.rawValue, to) }
-        }
-        guard renamed == 0 else { throw FileError.Code(errno: errno) }
         committed = true
     }
 

@@ -29,8 +29,8 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible {
         case other(String)
 
         /// The code of a failed system call's `errno`.
-        init(errno code: Int32) {
-            switch code {
+        init(_ error: Errno) {
+            switch error.code {
             case ENOENT: self = .notFound
             case ENOTDIR: self = .notADirectory
             case EISDIR: self = .isADirectory
@@ -39,7 +39,7 @@ public struct FileError: Error, Equatable, Sendable, CustomStringConvertible {
             case ENAMETOOLONG: self = .nameTooLong
             case ENOSPC, EDQUOT: self = .noSpace
             case EACCES, EPERM, EROFS: self = .permissionDenied
-            default: self = .other(String(cString: strerror(code)))
+            default: self = .other(error.description)
             }
         }
     }

@@ -136,20 +136,27 @@ public struct FileTree: Sendable {
         do throws(FileError.Code) {
             var directory = destination.location.directory
             for name in destination.location.tail.dropLast() {
-                let made = withCPath(name) { mkdirat(directory.rawValue, $0, 0o777) } == 0
-                if made {
+                do throws(Errno) {
+                    try systemCall { withCPath(name) { mkdirat(directory.rawValue, $0, 0o777) } }
                     created.append((directory, name))
-                } else if errno != EEXIST {
-                    throw FileError.Code(errno: errno)
+                } catch EEXIST {
+                    // There already: entered below if it is a directory.
+                } catch {
+                    throw FileError.Code(error)
                 }
-                // O_NOFOLLOW: a symlink put in its place meanwhile is not entered (ELOOP or ENOTDIR).
-                let fd = withCPath(name) {
-                    openat(directory.rawValue, $0, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                do throws(Errno) {
+                    // O_NOFOLLOW: a symlink put in its place meanwhile is not entered (ELOOP or ENOTDIR).
+                    let fd = try systemCall {
+                        withCPath(name) {
+                            openat(directory.rawValue, $0, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                        }
+                    }
+                    directory = Descriptor(fd)
+                } catch ELOOP, ENOTDIR {
+                    throw .notADirectory
+                } catch {
+                    throw FileError.Code(error)
                 }
-                guard fd >= 0 else {
-                    throw [ELOOP, ENOTDIR].contains(errno) ? .notADirectory : FileError.Code(errno: errno)
-                }
-                directory = Descriptor(fd)
             }
             let file = try AtomicFile(
                 directory: directory, name: destination.location.tail.last!, permissions: permissions)
@@ -167,8 +174,9 @@ public struct FileTree: Sendable {
             let location = try root.locate(path)
             guard location.tail.isEmpty else {
                 guard location.exists else { throw .notFound }
-                let removed = withCPath(location.tail[0]) { unlinkat(location.directory.rawValue, $0, 0) }
-                guard removed == 0 else { throw Self.removeError(errno) }
+                try systemCall(failure: Self.removeError) {
+                    withCPath(location.tail[0]) { unlinkat(location.directory.rawValue, $0, 0) }
+                }
                 return
             }
             if location.isRoot {
@@ -178,8 +186,9 @@ public struct FileTree: Sendable {
             }
             if recursive { try Self.removeContents(of: location.directory) }
             let parent = try location.parentDirectory()
-            let removed = withCPath(location.levels.last!.name) { unlinkat(parent.rawValue, $0, AT_REMOVEDIR) }
-            guard removed == 0 else { throw Self.removeError(errno) }
+            try systemCall(failure: Self.removeError) {
+                withCPath(location.levels.last!.name) { unlinkat(parent.rawValue, $0, AT_REMOVEDIR) }
+            }
         }
     }
 
@@ -197,13 +206,18 @@ public struct FileTree: Sendable {
     private func openRegularFile(_ location: Location) throws(FileError.Code) -> (fd: Int32, status: Status) {
         guard location.tail.count == 1, let info = location.tailStatus else { throw .notFound }
         guard info.st_mode & S_IFMT == S_IFREG else { throw .unsupportedType }
-        // O_NONBLOCK: should a FIFO be swapped in meanwhile, opening it must not wait; regular files ignore it.
-        let fd = withCPath(location.tail[0]) {
-            openat(location.directory.rawValue, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
-        }
-        guard fd >= 0 else {
-            let code = errno
-            throw code == ELOOP || code == ENOTDIR ? .notFound : FileError.Code(errno: code)
+        let fd: Int32
+        do throws(Errno) {
+            // O_NONBLOCK: should a FIFO be swapped in meanwhile, opening it must not wait; regular files ignore it.
+            fd = try systemCall {
+                withCPath(location.tail[0]) {
+                    openat(location.directory.rawValue, $0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+                }
+            }
+        } catch ELOOP, ENOTDIR {
+            throw .notFound
+        } catch {
+            throw FileError.Code(error)
         }
         var opened = stat()
         guard fstat(fd, &opened) == 0, opened.st_mode & S_IFMT == S_IFREG else {
@@ -215,12 +229,15 @@ public struct FileTree: Sendable {
 
     /// The entries of the directory a location names, each described as `Entry` says.
     private func entries(_ location: Location) throws(FileError.Code) -> [Entry] {
-        let fd = openat(location.directory.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw FileError.Code(errno: errno) }
-        guard let stream = fdopendir(fd) else {
-            let code = errno
+        let fd = try systemCall(failure: FileError.Code.init) {
+            openat(location.directory.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        }
+        let stream: OpaquePointer
+        do throws(Errno) {
+            stream = try systemCall { fdopendir(fd) }
+        } catch {
             close(fd)
-            throw FileError.Code(errno: code)
+            throw FileError.Code(error)
         }
         defer { closedir(stream) }
         var entries: [(name: [UInt8], status: Status)] = []
@@ -252,17 +269,20 @@ public struct FileTree: Sendable {
     /// Empties a directory without following symlinks: each level is opened with `O_NOFOLLOW` relative to its
     /// parent's descriptor, so a link swapped in meanwhile is removed, never entered.
     private static func removeContents(of directory: Descriptor) throws(FileError.Code) {
-        let fd = openat(directory.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw removeError(errno) }
+        let fd = try systemCall(failure: removeError) {
+            openat(directory.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        }
         try removeContents(ofDirectory: fd)
     }
 
     /// Empties the directory open as `fd` and closes `fd`.
     private static func removeContents(ofDirectory fd: Int32) throws(FileError.Code) {
-        guard let stream = fdopendir(fd) else {
-            let code = errno
+        let stream: OpaquePointer
+        do throws(Errno) {
+            stream = try systemCall { fdopendir(fd) }
+        } catch {
             close(fd)
-            throw removeError(code)
+            throw removeError(error)
         }
         defer { closedir(stream) }
         var children: [(name: [UInt8], isDirectory: Bool)] = []
@@ -280,25 +300,33 @@ public struct FileTree: Sendable {
         }
         for child in children {
             if child.isDirectory {
-                let childFD = withCPath(child.name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-                guard childFD >= 0 else {
-                    if errno == ENOENT { continue }
-                    throw removeError(errno)
+                let childFD: Int32
+                do throws(Errno) {
+                    childFD = try systemCall {
+                        withCPath(child.name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                    }
+                } catch ENOENT {
+                    continue  // removed meanwhile
+                } catch {
+                    throw removeError(error)
                 }
                 try removeContents(ofDirectory: childFD)
             }
-            let removed = withCPath(child.name) { unlinkat(fd, $0, child.isDirectory ? AT_REMOVEDIR : 0) }
-            if removed != 0 && errno != ENOENT {
-                throw removeError(errno)
+            do throws(Errno) {
+                try systemCall { withCPath(child.name) { unlinkat(fd, $0, child.isDirectory ? AT_REMOVEDIR : 0) } }
+            } catch ENOENT {
+                // Removed meanwhile.
+            } catch {
+                throw removeError(error)
             }
         }
     }
 
-    private static func removeError(_ code: Int32) -> FileError.Code {
-        switch code {
+    private static func removeError(_ error: Errno) -> FileError.Code {
+        switch error.code {
         case ENOTEMPTY, EEXIST: .notEmpty
         case ENOTDIR: .notFound
-        default: FileError.Code(errno: code)
+        default: FileError.Code(error)
         }
     }
 }

@@ -132,50 +132,43 @@ struct Location: Sendable {
     /// Looks `name` up in `directory`: enters a directory, returns a symlink's target, or starts the tail with a
     /// file of another kind or a name that does not exist.
     private mutating func step(_ name: ArraySlice<UInt8>, isLast: Bool) throws(FileError.Code) -> [UInt8]? {
-        if isLast {
-            // The last name is usually a file: one `fstatat` says so, and nothing needs to be held open for it (it
-            // is opened later by name, with `O_NOFOLLOW`). A directory or symlink is looked up as below.
-            var info = stat()
-            if withCPath(name, { fstatat(directory.rawValue, $0, &info, AT_SYMLINK_NOFOLLOW) }) != 0 {
-                let code = errno
-                guard code == ENOENT else { throw Self.lookupError(code) }
-                tail = [Array(name)]
-                return nil
+        do throws(Errno) {
+            if isLast {
+                // The last name is usually a file: one `fstatat` says so, and nothing needs to be held open for it
+                // (it is opened later by name, with `O_NOFOLLOW`). A directory or symlink is looked up as below.
+                var info = stat()
+                try systemCall { withCPath(name) { fstatat(directory.rawValue, $0, &info, AT_SYMLINK_NOFOLLOW) } }
+                let type = info.st_mode & S_IFMT
+                if type != S_IFDIR && type != S_IFLNK {
+                    tail = [Array(name)]
+                    tailStatus = info
+                    return nil
+                }
             }
-            let type = info.st_mode & S_IFMT
-            if type != S_IFDIR && type != S_IFLNK {
+            let opened = Descriptor(
+                try systemCall { withCPath(name) { openat(directory.rawValue, $0, O_PATH | O_NOFOLLOW | O_CLOEXEC) } })
+            var info = stat()
+            try systemCall { fstat(opened.rawValue, &info) }
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
+                parent = directory
+                directory = opened
+                levels.append(Level(name: Array(name), identity: Identity(info)))
+                return nil
+            case S_IFLNK:
+                return try Self.readLink(opened.rawValue)
+            default:
                 tail = [Array(name)]
                 tailStatus = info
                 return nil
             }
-        }
-        let fd = withCPath(name) { openat(directory.rawValue, $0, O_PATH | O_NOFOLLOW | O_CLOEXEC) }
-        guard fd >= 0 else {
-            let code = errno
-            guard code == ENOENT else { throw Self.lookupError(code) }
+        } catch ENOENT {
+            // From `fstatat` or `openat` (an open descriptor's `fstat` and `readlinkat` do not report it): the name
+            // does not exist, and starts the tail.
             tail = [Array(name)]
             return nil
-        }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let code = errno
-            close(fd)
-            throw Self.lookupError(code)
-        }
-        switch info.st_mode & S_IFMT {
-        case S_IFDIR:
-            parent = directory
-            directory = Descriptor(fd)
-            levels.append(Level(name: Array(name), identity: Identity(info)))
-            return nil
-        case S_IFLNK:
-            defer { close(fd) }
-            return try Self.readLink(fd)
-        default:
-            close(fd)
-            tail = [Array(name)]
-            tailStatus = info
-            return nil
+        } catch {
+            throw Self.lookupError(error)
         }
     }
 
@@ -194,11 +187,14 @@ struct Location: Sendable {
     /// Opens `..` of `directory`, and makes sure it is the directory walked through: `directory` may have been
     /// moved since (even out of the root), and its `..` would then be somewhere else.
     private func openParent() throws(FileError.Code) -> Descriptor {
-        let fd = openat(directory.rawValue, "..", O_PATH | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw Self.lookupError(errno) }
-        let up = Descriptor(fd)
+        let up: Descriptor
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw Self.lookupError(errno) }
+        do throws(Errno) {
+            up = Descriptor(try systemCall { openat(directory.rawValue, "..", O_PATH | O_DIRECTORY | O_CLOEXEC) })
+            try systemCall { fstat(up.rawValue, &info) }
+        } catch {
+            throw Self.lookupError(error)
+        }
         // Moved meanwhile: the path as the client named it no longer leads there.
         guard Identity(info) == levels[levels.count - 2].identity else { throw .notFound }
         return up
@@ -216,20 +212,21 @@ struct Location: Sendable {
 
     /// The target of the symlink open as `fd` (`O_PATH | O_NOFOLLOW`). The corresponding C function is
     /// `readlinkat`, with an empty path; the buffer grows until the target fits.
-    private static func readLink(_ fd: Int32) throws(FileError.Code) -> [UInt8] {
+    private static func readLink(_ fd: Int32) throws(Errno) -> [UInt8] {
         var capacity = Int(PATH_MAX)
         while true {
             var buffer = [UInt8](repeating: 0, count: capacity)
-            let count = buffer.withUnsafeMutableBufferPointer { readlinkat(fd, "", $0.baseAddress!, capacity) }
-            if count < 0 { throw lookupError(errno) }
+            let count = try systemCall {
+                buffer.withUnsafeMutableBufferPointer { readlinkat(fd, "", $0.baseAddress!, capacity) }
+            }
             if count < capacity { return Array(buffer[..<count]) }
             capacity *= 2
         }
     }
 
     /// A failed lookup of a component.
-    private static func lookupError(_ code: Int32) -> FileError.Code {
-        code == ENOTDIR ? .notFound : FileError.Code(errno: code)
+    private static func lookupError(_ error: Errno) -> FileError.Code {
+        error.code == ENOTDIR ? .notFound : FileError.Code(error)
     }
 
     private static let current = Array(".".utf8)

@@ -38,15 +38,18 @@ public struct SandboxRoot: Sendable {
     public init(path: String) throws {
         guard !path.isEmpty, !path.utf8.contains(0) else { throw SetupError(path: path, code: EINVAL) }
         try Self.makeDirectories(path)
-        // The corresponding C function is `realpath`; every component exists now, so it is exact.
-        guard let resolved = realpath(path, nil) else { throw SetupError(path: path, code: errno) }
-        defer { free(resolved) }
-        let fd = open(resolved, O_PATH | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw SetupError(path: path, code: errno) }
-        descriptor = Descriptor(fd)
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw SetupError(path: path, code: errno) }
-        self.path = String(cString: resolved)
+        do throws(Errno) {
+            // The corresponding C function is `realpath`; every component exists now, so it is exact.
+            let resolved = try systemCall { realpath(path, nil) }
+            defer { free(resolved) }
+            let fd = try systemCall { open(resolved, O_PATH | O_DIRECTORY | O_CLOEXEC) }
+            descriptor = Descriptor(fd)
+            try systemCall { fstat(fd, &info) }
+            self.path = String(cString: resolved)
+        } catch {
+            throw SetupError(path: path, code: error.code)
+        }
         components = Array(self.path.utf8).split(separator: slash).map { Array($0) }
         identity = Location.Identity(info)
     }
@@ -74,9 +77,12 @@ public struct SandboxRoot: Sendable {
         let bytes = Array(path.utf8)
         let ends = bytes.indices.filter { $0 > 0 && bytes[$0] == slash } + [bytes.endIndex]
         for end in ends {
-            let failure = withCPath(bytes[..<end]) { mkdir($0, 0o755) == 0 ? 0 : errno }
-            if failure != 0 && failure != EEXIST {
-                throw SetupError(path: path, code: failure)
+            do throws(Errno) {
+                try systemCall { withCPath(bytes[..<end]) { mkdir($0, 0o755) } }
+            } catch EEXIST {
+                // There already (or made meanwhile).
+            } catch {
+                throw SetupError(path: path, code: error.code)
             }
         }
     }

@@ -56,13 +56,10 @@ public enum TerminationSignals {
     /// Blocks until SIGTERM or SIGINT arrives.
     static func wait() -> Received {
         var message = csandboxd_termination()
-        while true {
-            let count = read(readEnd, &message, MemoryLayout<csandboxd_termination>.size)
-            if count == MemoryLayout<csandboxd_termination>.size {
-                return Received(signal: message.signal, sender: message.sender)
-            }
-            if count < 0 && errno == EINTR { continue }
+        let size = MemoryLayout<csandboxd_termination>.size
+        guard (try? systemCall { read(readEnd, &message, size) }) == size else {
             return Received(signal: SIGTERM, sender: 0)
         }
+        return Received(signal: message.signal, sender: message.sender)
     }
 }
