@@ -6,12 +6,9 @@
 #include <stdlib.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,10 +26,6 @@ static int kernel_sigaction(int sig, const struct kernel_sigaction *action, stru
     return (int)syscall(SYS_rt_sigaction, sig, action, old, sizeof(uint64_t));
 }
 
-// The descriptor limit commands start with: the server's soft limit before `csandboxd_raise_descriptor_limit` raised
-// it (zero: unchanged). Written once at start, before any spawn.
-static struct rlimit commands_nofile;
-
 // Runs in the vfork child, on the parent's stack and memory: system calls only, no allocation, no locks. Returns
 // only on failure, with the errno to report.
 static int spawn_child(const csandboxd_spawn_request *r, volatile int *executed) {
@@ -40,7 +33,7 @@ static int spawn_child(const csandboxd_spawn_request *r, volatile int *executed)
     for (int i = 0; i < r->reset_count; i++) kernel_sigaction(r->reset_signals[i], &dfl, NULL);
     // The command's orphans stay in its subtree while it lives (kept across execve), so none escapes its tree.
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) return errno;
-    if (commands_nofile.rlim_cur != 0) setrlimit(RLIMIT_NOFILE, &commands_nofile);
+    if (r->descriptor_limit.rlim_cur != 0) setrlimit(RLIMIT_NOFILE, &r->descriptor_limit);
 
     if (r->terminal) {
         if (setsid() < 0) return errno;
@@ -129,95 +122,9 @@ void csandboxd_name_thread(const char *name) {
 
 int csandboxd_become_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
-int csandboxd_pipe(int fds[_Nonnull 2]) { return pipe2(fds, O_CLOEXEC); }
-
-static sigset_t sigchld_set(void) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    return set;
-}
-
-void csandboxd_block_sigchld(void) {
-    sigset_t set = sigchld_set();
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
-int csandboxd_sigchld_fd(void) {
-    sigset_t set = sigchld_set();
-    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-}
-
-void csandboxd_drain_signalfd(int fd) {
-    struct signalfd_siginfo info[16];
-    while (read(fd, info, sizeof info) == (ssize_t)sizeof info) {}  // a short read emptied it
-}
-
-int csandboxd_watch_directories(char *_Nullable const *_Nonnull paths, int count, int *watched) {
-    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd < 0) return -1;
-    const uint32_t mask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF |
-                          IN_MOVE_SELF | IN_ONLYDIR;
-    for (int i = 0; i < count; i++) watched[i] = inotify_add_watch(fd, paths[i], mask) >= 0;
-    return fd;
-}
-
-int csandboxd_directory_events(int fd) {
-    char buffer[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    int result = 0;
-    for (;;) {
-        ssize_t length = read(fd, buffer, sizeof buffer);
-        if (length <= 0) return result;
-        for (char *p = buffer; p < buffer + length;) {
-            const struct inotify_event *event = (const struct inotify_event *)p;
-            if (event->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW)) result = 2;
-            else if (result == 0) result = 1;
-            p += sizeof(struct inotify_event) + event->len;
-        }
-    }
-}
-
-int csandboxd_raise_descriptor_limit(uint64_t *soft, uint64_t *hard) {
-    struct rlimit limit;
-    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
-    if (limit.rlim_cur < limit.rlim_max) {
-        struct rlimit raised = {.rlim_cur = limit.rlim_max, .rlim_max = limit.rlim_max};
-        int result = setrlimit(RLIMIT_NOFILE, &raised);
-        if (result != 0) {
-            // An unlimited hard limit cannot be the soft one: the kernel caps descriptors at fs.nr_open.
-            unsigned long nr_open = 0;
-            FILE *file = fopen("/proc/sys/fs/nr_open", "re");
-            if (file) {
-                if (fscanf(file, "%lu", &nr_open) != 1) nr_open = 0;
-                fclose(file);
-            }
-            if (nr_open > limit.rlim_cur && nr_open < raised.rlim_cur) {
-                raised.rlim_cur = nr_open;
-                result = setrlimit(RLIMIT_NOFILE, &raised);
-            }
-        }
-        if (result == 0) {
-            commands_nofile = limit;
-            limit = raised;
-        }
-    }
-    *soft = limit.rlim_cur;
-    *hard = limit.rlim_max;
-    return 0;
-}
-
 int csandboxd_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 
-pid_t csandboxd_exited_child(int block) {
-    siginfo_t info;
-    info.si_pid = 0;
-    int options = WEXITED | WNOWAIT | (block ? 0 : WNOHANG);
-    int result;
-    do {
-        result = waitid(P_ALL, 0, &info, options);
-    } while (result < 0 && errno == EINTR && block);
-    return result < 0 ? -1 : info.si_pid;
-}
+int csandboxd_pipe(int fds[_Nonnull 2]) { return pipe2(fds, O_CLOEXEC); }
 
 static int termination_fd = -1;
 

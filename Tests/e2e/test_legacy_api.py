@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import resource
 import shlex
 import signal
 import socket
@@ -668,6 +669,20 @@ def test_signal_state_not_inherited_from_server(start_server, make_api):
     assert server_ign & (1 << (signal.SIGHUP - 1)), "precondition: the server ignores SIGHUP"
     body = make_api(srv).execute("sh -c 'grep -E \"SigIgn|SigBlk\" /proc/self/status'")
     assert _sig_masks(body) == {"SigBlk": 0, "SigIgn": 0}, body["stdout"]
+
+
+def test_descriptor_limit_not_inherited_from_server(start_server, make_api):
+    """sandboxd raises its own soft descriptor limit to the hard one; commands start with the soft limit it was given
+    (programs that use select() or close every possible descriptor expect the usual one)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1000:
+        pytest.skip(f"the hard descriptor limit is {hard}: nothing to raise")
+    srv = start_server(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard)))
+    with open(f"/proc/{srv.pid}/limits") as f:
+        server_soft = next(line for line in f if line.startswith("Max open files")).split()[3]
+    assert server_soft != "1000", "precondition: the server raised its soft limit"
+    body = make_api(srv).execute("sh -c 'ulimit -n'")
+    assert body["stdout"] == "1000\n", body
 
 
 # ==========================================================================

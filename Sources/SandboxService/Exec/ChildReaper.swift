@@ -70,14 +70,20 @@ final class ChildReaper: Sendable {
 
     private init(loop: IOLoop) {
         self.loop = loop
-        let signals = childSignalBlocked.load(ordering: .acquiring) ? csandboxd_sigchld_fd() : -1
-        onLoop = signals >= 0
-        guard onLoop else {
+        var childSignal = Self.childSignal
+        let signals: Int32? =
+            if childSignalBlocked.load(ordering: .acquiring) {
+                try? systemCall { signalfd(-1, &childSignal, Int32(SFD_NONBLOCK | SFD_CLOEXEC)) }
+            } else {
+                nil
+            }
+        onLoop = signals != nil
+        guard let signals else {
             startThread(named: "sandboxd-reaper") { [self] in self.reapForever() }
             return
         }
         _ = loop.register(signals, events: IOLoop.readable) { [self] _ in
-            csandboxd_drain_signalfd(signals)
+            Self.drainSignals(signals)
             reapAvailable()
         }
         // Insurance against a SIGCHLD taken by a thread that does not block it: a status is never left waiting
@@ -161,7 +167,7 @@ final class ChildReaper: Sendable {
     private func reapAvailable() {
         var reaped = false
         while true {
-            let pid = csandboxd_exited_child(0)
+            let pid = (try? Self.exitedChild(blocking: false)) ?? -1
             // A pid that cannot be reaped (a failed spawn's own `waitpid` took it) is not offered again.
             guard pid > 0, reap(pid) else { break }
             reaped = true
@@ -169,10 +175,34 @@ final class ChildReaper: Sendable {
         if reaped { requestSweep() }
     }
 
+    /// `waitid(P_ALL, …, WEXITED | WNOWAIT)`: the pid of a child that has exited, left unreaped (its zombie keeps the
+    /// pid and process group id from being reused), or 0 if none has (only without `blocking`).
+    private static func exitedChild(blocking: Bool) throws(Errno) -> pid_t {
+        var info = siginfo_t()
+        try systemCall { waitid(P_ALL, 0, &info, WEXITED | WNOWAIT | (blocking ? 0 : WNOHANG)) }
+        return info._sifields._sigchld.si_pid
+    }
+
+    /// A signal set holding SIGCHLD alone.
+    fileprivate static let childSignal: sigset_t = {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGCHLD)
+        return set
+    }()
+
+    /// Reads every pending notification from the SIGCHLD signalfd; what they say is not needed (`waitid` tells).
+    private static func drainSignals(_ fd: Int32) {
+        let size = 16 * MemoryLayout<signalfd_siginfo>.size
+        withUnsafeTemporaryAllocation(byteCount: size, alignment: 8) { buffer in
+            while (try? systemCall { read(fd, buffer.baseAddress, size) }) == size {}  // a short read emptied it
+        }
+    }
+
     private func reapForever() {
         while true {
             do throws(Errno) {
-                let pid = try systemCall { csandboxd_exited_child(1) }
+                let pid = try Self.exitedChild(blocking: true)
                 if pid > 0 && reap(pid) { requestSweep() }
             } catch ECHILD {
                 childAdded.wait()
@@ -253,7 +283,8 @@ final class ReadWriteLock: @unchecked Sendable {
 /// shared I/O loop through a signalfd instead of a reaper thread of their own. Call first thing in `main`, before
 /// any thread exists. Commands start with an empty signal mask whatever the server blocks.
 public func deliverChildExitsToTheIOLoop() {
-    csandboxd_block_sigchld()
+    var childSignal = ChildReaper.childSignal
+    pthread_sigmask(SIG_BLOCK, &childSignal, nil)
     childSignalBlocked.store(true, ordering: .releasing)
 }
 

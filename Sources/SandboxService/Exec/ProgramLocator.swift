@@ -1,4 +1,3 @@
-import CSandboxd
 import Glibc
 import Synchronization
 
@@ -19,12 +18,11 @@ final class ProgramLocator: Sendable {
 
     init(path: String) {
         let directories = path.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-        var watched = [Int32](repeating: 0, count: directories.count)
-        let events = withCStrings(directories) { paths in
-            csandboxd_watch_directories(paths, Int32(directories.count), &watched)
-        }
+        let events = (try? systemCall { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }) ?? -1
         var prefix = 0
-        while events >= 0, prefix < directories.count, directories[prefix].hasPrefix("/"), watched[prefix] != 0 {
+        while events >= 0, prefix < directories.count, directories[prefix].hasPrefix("/"),
+            inotify_add_watch(events, directories[prefix], Self.watchedEvents) >= 0
+        {
             prefix += 1
         }
         self.directories = directories
@@ -40,10 +38,10 @@ final class ProgramLocator: Sendable {
         let search = directories.map { path(of: program, in: $0) }
         guard watchedPrefix > 0 else { return search }
         let remembered = state.withLock { state -> Int? in
-            switch csandboxd_directory_events(events) {
-            case 0: break
-            case 1: state.found.removeAll()
-            default:
+            switch pendingChange() {
+            case .none: break
+            case .entries: state.found.removeAll()
+            case .watchEnded:
                 state.found.removeAll()
                 state.disabled = true  // a watched directory was removed or moved: stop remembering
             }
@@ -63,6 +61,35 @@ final class ProgramLocator: Sendable {
             if state.found.count >= 1024 { state.found.removeAll() }
             state.found[program] = index
         }
+    }
+
+    /// What inotify reports for a watched directory: an entry created, removed, renamed or changed (its permissions),
+    /// and the directory itself removed or moved.
+    private static let watchedEvents = UInt32(
+        IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+    private enum Change { case none, entries, watchEnded }
+
+    /// Reads every pending inotify event: entries changed, or a watch ended (a directory was removed or moved, or
+    /// the queue overflowed and events were lost).
+    private func pendingChange() -> Change {
+        var change = Change.none
+        let ended = UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW)
+        withUnsafeTemporaryAllocation(byteCount: 4096, alignment: MemoryLayout<inotify_event>.alignment) { buffer in
+            while let length = try? systemCall({ read(events, buffer.baseAddress, buffer.count) }), length > 0 {
+                var offset = 0
+                while offset < length {
+                    let event = buffer.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
+                    if event.mask & ended != 0 {
+                        change = .watchEnded
+                    } else if change == .none {
+                        change = .entries
+                    }
+                    offset += MemoryLayout<inotify_event>.size + Int(event.len)
+                }
+            }
+        }
+        return change
     }
 
     private func path(of program: String, in directory: String) -> String {

@@ -1,5 +1,6 @@
 import CSandboxd
 import Glibc
+import Synchronization
 
 /// Why a command could not be started. The HTTP layer turns these into shell-style exit codes or error answers.
 public enum SpawnError: Error, Equatable, Sendable {
@@ -135,6 +136,7 @@ func spawnProcess(
     let candidates = locator.candidates(for: program)
     var pid: pid_t = 0
     var executed: Int32 = 0
+    let descriptorLimit = commandDescriptorLimit.withLock { $0 }
     let attempt = { (pid: inout pid_t, executed: inout Int32) -> Int32 in
         withCStrings(candidates) { cCandidates in
             withCStrings(argv) { cArgv in
@@ -146,7 +148,8 @@ func spawnProcess(
                                     candidates: cCandidates, argv: cArgv, envp: cEnv, cwd: cCwd,
                                     cwd_fd: cwdDescriptor, terminal: cTerminal, stdin_fd: streams.childStdin,
                                     stdout_fd: streams.childStdout, stderr_fd: streams.childStderr,
-                                    reset_signals: signals.baseAddress, reset_count: Int32(signals.count))
+                                    reset_signals: signals.baseAddress, reset_count: Int32(signals.count),
+                                    descriptor_limit: descriptorLimit)
                                 return csandboxd_spawn(&request, &pid, &executed)
                             }
                         }
@@ -174,6 +177,11 @@ func spawnProcess(
     default: throw .failed("spawn", result)
     }
 }
+
+/// The descriptor limit commands start with when it is not the server's own (a soft limit of 0: the server's).
+/// `DescriptorBudget.raiseLimit` sets it once, before anything is spawned, to the limit sandboxd was given: programs
+/// that use `select` or close every possible descriptor expect the usual 1024.
+let commandDescriptorLimit = Mutex(rlimit())
 
 /// The signals a command must not inherit a disposition for: every one the server ignores or handles when it first
 /// spawns (the Swift runtime's crash handlers included), and those it may handle later. Exec resets handled signals

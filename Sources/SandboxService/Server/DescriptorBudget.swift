@@ -1,4 +1,3 @@
-import CSandboxd
 import Glibc
 
 /// How sandboxd shares its descriptor limit (`RLIMIT_NOFILE`) between connections and processes, so that neither
@@ -74,9 +73,32 @@ public struct DescriptorBudget: Sendable, Equatable {
     /// given) and returns the limit now in force, or nil if it cannot be read. Call once at start, before anything
     /// is spawned.
     public static func raiseLimit() -> Int? {
-        var soft: UInt64 = 0
-        var hard: UInt64 = 0
-        guard csandboxd_raise_descriptor_limit(&soft, &hard) == 0 else { return nil }
-        return Int(clamping: soft)
+        let descriptors = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        var limit = rlimit()
+        guard (try? systemCall { getrlimit(descriptors, &limit) }) != nil else { return nil }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = rlimit(rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max)
+            var result = try? systemCall { setrlimit(descriptors, &raised) }
+            // An unlimited hard limit cannot be the soft one: the kernel caps descriptors at fs.nr_open.
+            if result == nil, let cap = kernelDescriptorCap(), cap > limit.rlim_cur && cap < raised.rlim_cur {
+                raised.rlim_cur = cap
+                result = try? systemCall { setrlimit(descriptors, &raised) }
+            }
+            if result != nil {
+                commandDescriptorLimit.withLock { $0 = limit }
+                limit = raised
+            }
+        }
+        return Int(clamping: limit.rlim_cur)
+    }
+
+    /// `fs.nr_open`: the most descriptors the kernel lets one process have.
+    private static func kernelDescriptorCap() -> rlim_t? {
+        guard let fd = try? systemCall({ open("/proc/sys/fs/nr_open", O_RDONLY | O_CLOEXEC) }) else { return nil }
+        defer { close(fd) }
+        var text = [UInt8](repeating: 0, count: 32)
+        guard let count = try? systemCall({ text.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } })
+        else { return nil }
+        return rlim_t(String(decoding: text[..<count].prefix { (48...57).contains($0) }, as: UTF8.self))
     }
 }
