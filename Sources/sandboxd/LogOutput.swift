@@ -28,7 +28,7 @@ final class LogOutput: Sendable {
     init(fd: Int32) { self.fd = fd }
 
     func write(_ line: [UInt8], immediately: Bool) {
-        let now = Self.now()
+        let now = monotonicNanoseconds()
         let schedule = state.withLock { state -> Bool in
             state.pending += line
             let quiet = !state.flushScheduled && now &- state.lastWrite >= Self.window
@@ -48,7 +48,7 @@ final class LogOutput: Sendable {
     func flush() {
         state.withLock { state in
             state.flushScheduled = false
-            writeOut(&state, at: Self.now())
+            writeOut(&state, at: monotonicNanoseconds())
         }
     }
 
@@ -63,11 +63,5 @@ final class LogOutput: Sendable {
         }
         state.pending.removeAll(keepingCapacity: state.pending.count <= Self.limit)
         state.lastWrite = now
-    }
-
-    private static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }

@@ -259,26 +259,6 @@ final class ChildReaper: Sendable {
     }
 }
 
-/// A `pthread_rwlock_t` at a stable heap address: shared holders run in parallel, an exclusive one alone.
-final class ReadWriteLock: @unchecked Sendable {
-    // pthread_rwlock functions are thread-safe; the lock lives at a stable address for the object's lifetime.
-    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
-
-    init() { pthread_rwlock_init(lock, nil) }
-
-    deinit {
-        pthread_rwlock_destroy(lock)
-        lock.deallocate()
-    }
-
-    func lockShared() { pthread_rwlock_rdlock(lock) }
-
-    /// Takes the lock exclusively if nobody holds it; never waits.
-    func tryLockExclusive() -> Bool { pthread_rwlock_trywrlock(lock) == 0 }
-
-    func unlock() { pthread_rwlock_unlock(lock) }
-}
-
 /// Blocks SIGCHLD in the calling thread, and so in every thread it starts afterwards, so that child exits reach the
 /// shared I/O loop through a signalfd instead of a reaper thread of their own. Call first thing in `main`, before
 /// any thread exists. Commands start with an empty signal mask whatever the server blocks.
@@ -291,53 +271,3 @@ public func deliverChildExitsToTheIOLoop() {
 /// Set by `deliverChildExitsToTheIOLoop`: only then is SIGCHLD known to be blocked in every thread (a signalfd
 /// misses a signal that a thread without the block takes).
 private let childSignalBlocked = Atomic<Bool>(false)
-
-/// CLOCK_MONOTONIC in nanoseconds.
-func monotonicNanoseconds() -> UInt64 {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-}
-
-/// Starts a detached thread running `body` (`pthread_create`; Foundation's Thread is not needed for this).
-func startThread(named name: String, _ body: @escaping @Sendable () -> Void) {
-    final class Box: @unchecked Sendable {
-        let body: @Sendable () -> Void
-        let name: String
-        init(_ body: @escaping @Sendable () -> Void, _ name: String) {
-            self.body = body
-            self.name = name
-        }
-    }
-    let context = Unmanaged.passRetained(Box(body, name)).toOpaque()
-    var thread = pthread_t()
-    let result = pthread_create(
-        &thread, nil,
-        { context in
-            let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
-            csandboxd_name_thread(box.name)
-            box.body()
-            return nil
-        }, context)
-    precondition(result == 0, "cannot start thread \(name): \(String(cString: strerror(result)))")
-    pthread_detach(thread)
-}
-
-/// A counting semaphore (POSIX `sem_t`), for a thread that must sleep until woken.
-final class Semaphore: @unchecked Sendable {
-    // sem_post/sem_wait are async-signal-safe and thread-safe; the sem_t lives at a stable heap address.
-    private let semaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
-
-    init() { sem_init(semaphore, 0, 0) }
-
-    deinit {
-        sem_destroy(semaphore)
-        semaphore.deallocate()
-    }
-
-    func signal() { sem_post(semaphore) }
-
-    func wait() {
-        _ = try? systemCall { sem_wait(semaphore) }
-    }
-}

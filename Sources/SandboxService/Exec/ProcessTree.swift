@@ -49,32 +49,26 @@ enum ProcessTree {
 
     /// Calls `body` with the pid, parent pid and state letter of every process in /proc.
     private static func forEachProcess(_ body: (pid_t, pid_t, UInt8) -> Void) {
-        guard procIsOurs, let directory = opendir("/proc") else { return }
-        defer { closedir(directory) }
-        let proc = dirfd(directory)
+        guard procIsOurs, let proc = try? DirectoryEntries(path: "/proc") else { return }
         // One buffer for every path ("<pid>/stat", opened beneath /proc) and every stat line: this runs for each
         // process on every sweep.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { buffer in
-            while let entry = readdir(directory) {
-                let pid = withUnsafeBytes(of: entry.pointee.d_name) { name -> pid_t? in
-                    var value: pid_t = 0
-                    var length = 0
-                    for byte in name {
-                        if byte == 0 { break }
-                        guard (48...57).contains(byte), length < 10 else { return nil }
-                        value = value * 10 + pid_t(byte - 48)
-                        buffer[length] = byte
-                        length += 1
-                    }
-                    guard value > 0 else { return nil }
-                    for byte in "/stat".utf8 {
-                        buffer[length] = byte
-                        length += 1
-                    }
-                    buffer[length] = 0
-                    return value
+            proc.forEach { entry in
+                guard entry.name.count <= 10 else { return }
+                var pid: pid_t = 0
+                for (length, byte) in entry.name.enumerated() {
+                    guard (48...57).contains(byte) else { return }
+                    pid = pid * 10 + pid_t(byte - 48)
+                    buffer[length] = byte
                 }
-                guard let pid, let (state, ppid) = stat(in: proc, buffer) else { continue }
+                guard pid > 0 else { return }
+                var length = entry.name.count
+                for byte in "/stat".utf8 {
+                    buffer[length] = byte
+                    length += 1
+                }
+                buffer[length] = 0
+                guard let (state, ppid) = stat(in: proc.descriptor, buffer) else { return }
                 body(pid, ppid, state)
             }
         }

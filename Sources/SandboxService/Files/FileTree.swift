@@ -229,40 +229,29 @@ public struct FileTree: Sendable {
 
     /// The entries of the directory a location names, each described as `Entry` says.
     private func entries(_ location: Location) throws(FileError.Code) -> [Entry] {
-        let fd = try systemCall(failure: FileError.Code.init) {
-            openat(location.directory.rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        }
-        let stream: OpaquePointer
+        let directory: DirectoryEntries
         do throws(Errno) {
-            stream = try systemCall { fdopendir(fd) }
+            directory = try DirectoryEntries(of: location.directory.rawValue)
         } catch {
-            close(fd)
             throw FileError.Code(error)
         }
-        defer { closedir(stream) }
         var entries: [(name: [UInt8], status: Status)] = []
-        while let entry = readdir(stream) {
-            let name = Self.name(of: entry)
-            guard name != [UInt8(ascii: ".")] && name != [UInt8(ascii: "."), UInt8(ascii: ".")] else { continue }
+        directory.forEach { entry in
+            let name = Array(entry.name)
             var info = stat()
-            guard withCPath(name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else { continue }
+            guard withCPath(name, { fstatat(directory.descriptor, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+                return
+            }
             if info.st_mode & S_IFMT == S_IFLNK {
                 var target = location
                 guard (try? target.follow(name[...])) != nil, target.isInsideRoot, let resolved = target.status()
-                else { continue }
+                else { return }
                 info = resolved
             }
             entries.append((name, Status(info)))
         }
         return entries.sorted { $0.name.lexicographicallyPrecedes($1.name) }.map {
             Entry(name: String(decoding: $0.name, as: UTF8.self), status: $0.status)
-        }
-    }
-
-    /// A directory entry's name, as bytes.
-    private static func name(of entry: UnsafeMutablePointer<dirent>) -> [UInt8] {
-        withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            Array(raw.prefix { $0 != 0 })
         }
     }
 
@@ -277,23 +266,20 @@ public struct FileTree: Sendable {
 
     /// Empties the directory open as `fd` and closes `fd`.
     private static func removeContents(ofDirectory fd: Int32) throws(FileError.Code) {
-        let stream: OpaquePointer
+        let directory: DirectoryEntries
         do throws(Errno) {
-            stream = try systemCall { fdopendir(fd) }
+            directory = try DirectoryEntries(taking: fd)
         } catch {
-            close(fd)
             throw removeError(error)
         }
-        defer { closedir(stream) }
         var children: [(name: [UInt8], isDirectory: Bool)] = []
-        while let entry = readdir(stream) {
-            let name = self.name(of: entry)
-            guard name != [UInt8(ascii: ".")] && name != [UInt8(ascii: "."), UInt8(ascii: ".")] else { continue }
-            var isDirectory = entry.pointee.d_type == DT_DIR
-            if entry.pointee.d_type == DT_UNKNOWN {
+        directory.forEach { entry in
+            let name = Array(entry.name)
+            var isDirectory = entry.type == DT_DIR
+            if entry.type == DT_UNKNOWN {
                 var info = stat()
                 isDirectory =
-                    withCPath(name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0
+                    withCPath(name, { fstatat(directory.descriptor, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0
                     && info.st_mode & S_IFMT == S_IFDIR
             }
             children.append((name, isDirectory))
@@ -303,7 +289,9 @@ public struct FileTree: Sendable {
                 let childFD: Int32
                 do throws(Errno) {
                     childFD = try systemCall {
-                        withCPath(child.name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                        withCPath(child.name) {
+                            openat(directory.descriptor, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                        }
                     }
                 } catch ENOENT {
                     continue  // removed meanwhile
@@ -313,7 +301,9 @@ public struct FileTree: Sendable {
                 try removeContents(ofDirectory: childFD)
             }
             do throws(Errno) {
-                try systemCall { withCPath(child.name) { unlinkat(fd, $0, child.isDirectory ? AT_REMOVEDIR : 0) } }
+                try systemCall {
+                    withCPath(child.name) { unlinkat(directory.descriptor, $0, child.isDirectory ? AT_REMOVEDIR : 0) }
+                }
             } catch ENOENT {
                 // Removed meanwhile.
             } catch {
