@@ -22,15 +22,21 @@ public final class GRPCFront: ServerFront {
         /// Seconds a connection without a call may stay open (`--idle-timeout`); the client reconnects when it needs
         /// to. nil: no limit.
         public var idleTimeout: Double?
+        /// Calls open at once on one connection, advertised as HTTP/2's `SETTINGS_MAX_CONCURRENT_STREAMS` so that a
+        /// client queues the rest instead of having the connection ended (unadvertised, the HTTP/2 handler holds
+        /// streams to 100 and ends a connection that opens more).
+        public var maxCallsPerConnection: Int
 
         public init(
-            host: String, port: UInt16, bearerToken: String?, maxConnections: Int, idleTimeout: Double? = nil
+            host: String, port: UInt16, bearerToken: String?, maxConnections: Int, idleTimeout: Double? = nil,
+            maxCallsPerConnection: Int = 100
         ) {
             self.host = host
             self.port = port
             self.bearerToken = bearerToken
             self.maxConnections = maxConnections
             self.idleTimeout = idleTimeout
+            self.maxCallsPerConnection = maxCallsPerConnection
         }
     }
 
@@ -66,6 +72,7 @@ public final class GRPCFront: ServerFront {
         let connections = ConnectionLimit(
             limit: configuration.maxConnections, idleTimeout: configuration.idleTimeout, logger: logger)
         var transport = HTTP2ServerTransport.Posix.Config.defaults
+        transport.http2.maxConcurrentStreams = configuration.maxCallsPerConnection
         transport.connection.maxIdleTime = configuration.idleTimeout.map { .milliseconds(Int64($0 * 1000)) }
         transport.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
             connections.accept(channel)

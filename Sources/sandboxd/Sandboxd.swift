@@ -91,7 +91,9 @@ enum Sandboxd {
                 let front = try GRPCFront(
                     configuration: .init(
                         host: options.host, port: grpcPort, bearerToken: options.token,
-                        maxConnections: budget.maxGRPCConnections, idleTimeout: options.idleTimeout),
+                        maxConnections: budget.maxGRPCConnections, idleTimeout: options.idleTimeout,
+                        // A call beyond the process cap could only be refused; at least 100, HTTP/2's usual figure.
+                        maxCallsPerConnection: max(100, budget.maxProcesses)),
                     sandbox: server.sandbox, logger: logger)
                 let bound = try front.start()
                 server.add(front)
