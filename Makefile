@@ -61,11 +61,16 @@ clean:
 
 # Benchmarks (issue 6): sandboxd against this machine's limits in one run. `make bench` rewrites bench/RESULTS.md;
 # `make bench-smoke` is the same script with tiny sizes, checking only that every step produced a number.
-BENCH_APT := wrk nginx-light gcc
-BENCH_PREP = @{ command -v wrk && command -v nginx && command -v gcc && command -v dd; } >/dev/null 2>&1 || \
+# The gRPC steps drive h2load (nghttp2-client) and grpcio with the SDK's process.v1 stubs (Tests/e2e/requirements.txt);
+# `python3 bench/bench.py --only grpc` runs just them.
+BENCH_APT := wrk nginx-light gcc nghttp2-client
+BENCH_PREP = @{ command -v wrk && command -v nginx && command -v gcc && command -v dd && command -v h2load; } \
+		>/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(BENCH_APT); }; \
 	$(PYTHON) -c 'import matplotlib' 2>/dev/null || \
 		$(PYTHON) -m pip install -q --disable-pip-version-check matplotlib; \
+	$(PYTHON) -c 'import grpc, k8s_agent_sandbox.commands._process_stubs.process_pb2' 2>/dev/null || \
+		$(PYTHON) -m pip install -q --disable-pip-version-check -r Tests/e2e/requirements.txt; \
 	swift build -c release --static-swift-stdlib --scratch-path .build-release
 
 bench: deps

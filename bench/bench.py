@@ -3,15 +3,17 @@
 
     python3 bench/bench.py --bin .build-release/release/sandboxd            # full run (`make bench`)
     python3 bench/bench.py --bin .build-release/release/sandboxd --smoke    # tiny sizes (`make bench-smoke`)
+    python3 bench/bench.py --bin .build-release/release/sandboxd --only grpc  # only the gRPC steps
 
 Prints a table (sandboxd, the limit, the ratio sandboxd/limit, issue 6's target, pass/fail) and writes
 bench/out/results.json and bench/out/chart.png; a full run also rewrites bench/RESULTS.md and bench/RESULTS.png.
 A missed target never makes it exit non-zero (it is a benchmark); a step that produced no number does
 (and `--smoke` checks only that: every step produced a number).
 
-Every server listens on 127.0.0.1 only; every loop is bounded in count and time. Needs wrk, nginx and gcc (Debian's
-packages) and matplotlib for the chart; only the Python standard library otherwise. The small C programs beside it
-(spawn_floor.c, launcher.c) are compiled into the output folder on each run.
+Every server listens on 127.0.0.1 only; every loop is bounded in count and time. Needs wrk, nginx, gcc and h2load
+(Debian's packages), matplotlib for the chart, and for the gRPC steps grpcio with the k8s-agent-sandbox SDK's
+process.v1 stubs (Tests/e2e/requirements.txt); only the Python standard library otherwise. The small C programs
+beside it (spawn_floor.c, launcher.c) are compiled into the output folder on each run.
 """
 
 from __future__ import annotations
@@ -1019,6 +1021,257 @@ def step_concurrency(ctx: Context) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# gRPC (`--grpc-port`): process.v1.ProcessService over HTTP/2 without TLS. The client side needs grpcio and the
+# k8s-agent-sandbox SDK's process.v1 stubs (Tests/e2e/requirements.txt), imported only by these steps.
+
+
+def grpc_modules():
+    import grpc
+    from k8s_agent_sandbox.commands._process_stubs import process_pb2, process_pb2_grpc
+
+    return grpc, process_pb2, process_pb2_grpc
+
+
+EXECUTE_PATH = "/process.v1.ProcessService/Execute"
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC length-prefixed message: not compressed (0), the length (4 bytes, big-endian), the message."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def run_h2load(url: str, body: Path, clients: int, threads: int, seconds: float) -> dict:
+    """h2load posting `body` (a gRPC frame) as a unary call: `clients` connections with one call in flight on each,
+    as wrk's connections carry one request each, for `seconds`."""
+    args = ["h2load", f"-c{clients}", f"-t{threads}", "-m1", f"-D{seconds}", "-d", str(body),
+            "-H", "content-type: application/grpc", "-H", "te: trailers", url]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
+    out = result.stdout
+    finished = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
+    requests = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                         r"(\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    data = re.search(r"traffic: .*?, \S+ \((\d+)\) data", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+    if not (finished and requests and codes and data and mean):
+        raise RuntimeError(f"h2load output not understood (exit {result.returncode}): {out[-400:]} "
+                           f"{result.stderr[-400:]}")
+    done, succeeded, failed, errored, timeout = (int(x) for x in requests.groups()[2:])
+    return {
+        "clients": clients,
+        "threads": threads,
+        "seconds": seconds,
+        "requests": done,
+        "succeeded": succeeded,
+        "failed": failed + errored + timeout,
+        "status_2xx": int(codes.group(1)),
+        "data_bytes": int(data.group(1)),
+        "rps": float(finished.group(1)),
+        "mean_ms": wrk_time_ms(mean.group(1)),
+    }
+
+
+def floor_loop(ctx: Context, workers: int, seconds: float) -> dict:
+    args = [str(ctx.spawn_floor), "loop", str(workers), str(seconds), "1000000000", "echo", "hi"]
+    return run_json(args, timeout=seconds + 60)
+
+
+def step_grpc_execute(ctx: Context) -> dict:
+    """h2load of unary Execute calls (`echo hi`, and an empty command: INVALID_ARGUMENT at once, no spawn), alternating
+    with the spawn floor as step_execute does, `rounds` times; the best of each."""
+    grpc, pb, _ = grpc_modules()
+    seconds, rounds, floor = ctx.sizes["wrk_seconds"], ctx.sizes["rounds"], ctx.sizes["floor_seconds"]
+    calls = {
+        "echo": pb.ExecuteRequest(config=pb.ProcessConfig(command=["echo", "hi"])).SerializeToString(),
+        "noop": pb.ExecuteRequest(config=pb.ProcessConfig(command=[])).SerializeToString(),
+    }
+    bodies = {}
+    for name, message in calls.items():
+        bodies[name] = ctx.workdir / f"grpc-execute-{name}.bin"
+        bodies[name].write_bytes(grpc_frame(message))
+    # Each answer's DATA: the echo's one ExecuteResponse frame; the no-op's none (its status is in the trailers).
+    echo_answer = grpc_frame(pb.ExecuteResponse(exit_code=0, stdout=b"hi\n").SerializeToString())
+    answer_bytes = {"echo": len(echo_answer), "noop": 0}
+    grpc_port = free_port()
+    runs: dict[str, list] = {}
+    with ctx.sandboxd(extra=["--grpc-port", str(grpc_port)]) as server:
+        # The same bytes h2load sends, through grpcio once: the echo answers OK with `hi`, the no-op INVALID_ARGUMENT.
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            call = channel.unary_unary(EXECUTE_PATH, request_serializer=lambda raw: raw,
+                                       response_deserializer=lambda raw: raw)
+            answer = call(bodies["echo"].read_bytes()[5:], timeout=30)
+            if grpc_frame(answer) != echo_answer:
+                raise RuntimeError(f"gRPC Execute of echo hi answered {pb.ExecuteResponse.FromString(answer)}")
+            try:
+                call(bodies["noop"].read_bytes()[5:], timeout=30)
+                raise RuntimeError("gRPC Execute of an empty command succeeded")
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise RuntimeError(f"gRPC Execute of an empty command: {error.code()} {error.details()}")
+        url = f"http://127.0.0.1:{grpc_port}{EXECUTE_PATH}"
+        with Sampler(server.pid) as sampler:
+            for _ in range(rounds):
+                for clients, threads, workers in ((1, 1, 1), (8, 2, 2)):
+                    for name in ("echo", "noop"):
+                        result = run_h2load(url, bodies[name], clients, threads, seconds)
+                        # h2load sees HTTP statuses only (200 for every gRPC answer): each answer's DATA shows
+                        # which it was.
+                        if (result["failed"] or result["status_2xx"] != result["requests"] or not result["requests"]
+                                or result["data_bytes"] != result["succeeded"] * answer_bytes[name]):
+                            raise RuntimeError(f"gRPC Execute {name} under h2load: {result} "
+                                               f"(expected {answer_bytes[name]} data bytes per answer)")
+                        runs.setdefault(f"{name}_c{clients}", []).append(result)
+                    runs.setdefault(f"floor_{workers}w", []).append(floor_loop(ctx, workers, floor))
+    out = {key: best_of(value, "spawns_per_s" if key.startswith("floor") else "rps") for key, value in runs.items()}
+    out["sandboxd_sampled"] = sampler.summary()
+    out["rounds"] = rounds
+    return out
+
+
+def get_watcher(port: int, samples: list, errors: list, stop: threading.Event) -> None:
+    """GET / on one keep-alive connection every 5 ms until `stop`; (monotonic ns at the start, ms) per answer."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        while not stop.is_set():
+            t0 = time.monotonic_ns()
+            try:
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                response.read()
+                if response.status == 200:
+                    samples.append((t0, (time.monotonic_ns() - t0) / 1e6))
+                else:
+                    errors.append(f"GET / {response.status}")
+            except (OSError, http.client.HTTPException) as error:
+                errors.append(repr(error))
+                connection.close()
+            stop.wait(0.005)
+    finally:
+        connection.close()
+
+
+def grpc_starts_run(ctx: Context) -> dict:
+    """`concurrent` Start streams of `sleep 1` at once over 8 grpc.aio channels: the time from the first call to the
+    last stream's end, with the server's threads and RSS sampled and a keep-alive GET / every 5 ms meanwhile."""
+    grpc, pb, pb_grpc = grpc_modules()
+    import grpc.aio
+
+    count = ctx.sizes["concurrent"]
+    grpc_port = free_port()
+
+    async def run_all() -> tuple[float, int, int, list]:
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") for _ in range(8)]
+        try:
+            for channel in channels:
+                await asyncio.wait_for(channel.channel_ready(), 10)
+            stubs = [pb_grpc.ProcessServiceStub(channel) for channel in channels]
+            request = pb.StartRequest(config=pb.ProcessConfig(command=["sleep", "1"]))
+
+            async def one(index: int):
+                exit_code = None
+                async for event in stubs[index % len(stubs)].Start(request, timeout=60):
+                    if event.HasField("exit"):
+                        exit_code = event.exit.exit_code
+                return exit_code
+
+            start_ns = time.monotonic_ns()
+            t0 = time.perf_counter()
+            codes = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+            return time.perf_counter() - t0, start_ns, time.monotonic_ns(), codes
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    with ctx.sandboxd(extra=["--grpc-port", str(grpc_port)]) as server:
+        time.sleep(0.2)
+        idle_threads = proc_status(server.pid)["Threads"]
+        samples, get_errors, stop = [], [], threading.Event()
+        watcher = threading.Thread(target=get_watcher, args=(server.port, samples, get_errors, stop), daemon=True)
+        watcher.start()
+        time.sleep(ctx.sizes["probe_idle_seconds"])  # the watcher's baseline: the same GET / on the idle server
+        try:
+            with Sampler(server.pid, 0.005) as sampler:
+                seconds, start_ns, end_ns, codes = asyncio.run(run_all())
+        finally:
+            stop.set()
+            watcher.join(15)
+    failures = [code for code in codes if code != 0]
+    during = [lat for t, lat in samples if start_ns <= t <= end_ns]
+    idle = [lat for t, lat in samples if t < start_ns]
+    out = {
+        "count": count,
+        "channels": 8,
+        "seconds": seconds,
+        "failures": len(failures),
+        "failure_examples": [repr(f)[:200] for f in failures[:3]],
+        "idle_threads": idle_threads,
+        **sampler.summary(),
+        "get_probes_during": len(during),
+        "get_probe_errors": len(get_errors),
+        "get_error_examples": get_errors[:3],
+        "get_p50_ms": percentile(during, 50),
+        "get_p99_ms": percentile(during, 99),
+        "get_max_ms": max(during) if during else None,
+        "get_probes_idle": len(idle),
+        "get_idle_p99_ms": percentile(idle, 99),
+    }
+    if failures or get_errors:
+        raise RuntimeError(f"{len(failures)} of {count} gRPC Starts did not exit 0, {len(get_errors)} GET / "
+                           f"failed: {out['failure_examples']} {out['get_error_examples']}")
+    return out
+
+
+def step_grpc_concurrency(ctx: Context) -> dict:
+    """gRPC Start bursts and the spawn floor's burst, alternating, `rounds` times; the burst that finished first (with
+    its own figures), the most threads and every GET / p99 of all rounds."""
+    count = ctx.sizes["concurrent"]
+    runs: dict[str, list] = {"start": [], "floor": []}
+    for _ in range(ctx.sizes["rounds"]):
+        runs["start"].append(grpc_starts_run(ctx))
+        runs["floor"].append(run_json([str(ctx.spawn_floor), "burst", str(count), "60", "sleep", "1"], timeout=90))
+    out = {}
+    for key, values in runs.items():
+        best = dict(min(values, key=lambda run: run["seconds"]))
+        best["seconds_runs"] = [round(run["seconds"], 3) for run in values]
+        out[key] = best
+    out["start"]["peak_threads_all_rounds"] = max(run["peak_threads"] for run in runs["start"])
+    out["start"]["get_p99_ms_all_rounds"] = [run["get_p99_ms"] for run in runs["start"]]
+    return out
+
+
+def step_grpc_idle(ctx: Context) -> dict:
+    """Idle RSS of a fresh server without and with `--grpc-port`, 0.5 s after one request of each kind it serves:
+    `GET /` and `POST /execute`, and with gRPC also an Execute and a Start."""
+    out = {}
+    for name, extra in (("without", []), ("with", ["--grpc-port", str(free_port())])):
+        with ctx.sandboxd(extra=extra) as server:
+            body = json.dumps({"command": "echo hi"}).encode()
+            status, _, payload = http_request(server.port, "POST", "/execute", body,
+                                              {"Content-Type": "application/json"}, timeout=30)
+            if status != 200 or json.loads(payload).get("exit_code") != 0:
+                raise RuntimeError(f"POST /execute answered {status}: {payload[:200]!r}")
+            if extra:
+                grpc, pb, pb_grpc = grpc_modules()
+                with grpc.insecure_channel(f"127.0.0.1:{extra[1]}") as channel:
+                    grpc.channel_ready_future(channel).result(timeout=10)
+                    stub = pb_grpc.ProcessServiceStub(channel)
+                    config = pb.ProcessConfig(command=["echo", "hi"])
+                    answer = stub.Execute(pb.ExecuteRequest(config=config), timeout=30)
+                    events = list(stub.Start(pb.StartRequest(config=config), timeout=30))
+                if answer.exit_code != 0 or not events or events[-1].exit.exit_code != 0:
+                    raise RuntimeError(f"gRPC Execute answered {answer}; Start's last event {events[-1:]}")
+            time.sleep(0.5)
+            status = proc_status(server.pid)
+        out[f"{name}_grpc_rss_mib"] = status["VmRSS"] / 1024
+        out[f"{name}_grpc_rss_anon_mib"] = status.get("RssAnon", 0) / 1024
+        out[f"{name}_grpc_threads"] = status["Threads"]
+    return out
+
+
 STEPS = [
     ("startup", step_startup),
     ("get", step_get),
@@ -1027,6 +1280,9 @@ STEPS = [
     ("transfer", step_transfer),
     ("stream", step_stream),
     ("concurrency", step_concurrency),
+    ("grpc_execute", step_grpc_execute),
+    ("grpc_concurrency", step_grpc_concurrency),
+    ("grpc_idle", step_grpc_idle),
 ]
 
 
@@ -1071,6 +1327,10 @@ def build_rows(r: dict, sizes: dict) -> list[dict]:
     row("idle RSS: file-backed (binary, libraries)", "MiB", get(r, "startup", "idle_rss_file_mib"), None, "", None,
         "lower")
     row("idle threads", "", get(r, "startup", "idle_threads"), None, "", None, "lower")
+    row("idle RSS after GET / and /execute, without --grpc-port", "MiB", get(r, "grpc_idle", "without_grpc_rss_mib"),
+        None, "", ("value<=", 16), "lower")
+    row("idle RSS after one request of each kind, with --grpc-port", "MiB", get(r, "grpc_idle", "with_grpc_rss_mib"),
+        None, "", ("value<=", 24), "lower")
     row(f"exec → first GET / (median of {sizes['starts']})", "ms", get(r, "startup", "sandboxd_first_get_median_ms"),
         get(r, "startup", "nginx_first_get_median_ms"), "nginx", ("value<=", 20), "lower", chart=True)
     for c in (1, 32):
@@ -1096,6 +1356,16 @@ def build_rows(r: dict, sizes: dict) -> list[dict]:
         None, "", None, "lower")
     row("POST /execute under wrk: server peak threads", "", get(r, "execute", "sandboxd_sampled", "peak_threads"),
         None, "", None, "lower")
+    for c, w in ((1, 1), (8, 2)):
+        floor = f"posix_spawn floor, {w} worker{'s' if w > 1 else ''}"
+        row(f"gRPC Execute echo c={c}", "req/s", get(r, "grpc_execute", f"echo_c{c}", "rps"),
+            get(r, "grpc_execute", f"floor_{w}w", "spawns_per_s"), floor, None, chart=True)
+        row(f"gRPC Execute echo c={c} mean", "ms", get(r, "grpc_execute", f"echo_c{c}", "mean_ms"), None, "", None,
+            "lower")
+        row(f"gRPC Execute no-op (empty command) c={c}", "req/s", get(r, "grpc_execute", f"noop_c{c}", "rps"),
+            get(r, "grpc_execute", f"echo_c{c}", "rps"), "gRPC Execute echo (ratio: the client's headroom)", None)
+    row("gRPC Execute under h2load: server peak threads", "",
+        get(r, "grpc_execute", "sandboxd_sampled", "peak_threads"), None, "", None, "lower")
     row(f"/execute {sizes['output_bytes'] / 1e6:g} MB output: time", "s", get(r, "output", "seconds_median"),
         get(r, "output", "direct_pipe_seconds_median"), "same command into a pipe", None, "lower", chart=True)
     row(f"/execute {sizes['output_bytes'] / 1e6:g} MB output: peak RSS growth", "MiB",
@@ -1134,6 +1404,16 @@ def build_rows(r: dict, sizes: dict) -> list[dict]:
             ("value<=", 20), "lower")
         row(f"{n} concurrent sleep 1 {label}: peak RSS", "MiB", get(r, "concurrency", kind, "peak_rss_mib"),
             None, "", None, "lower")
+    row(f"{n} concurrent gRPC Start sleep 1 (8 channels): total", "s", get(r, "grpc_concurrency", "start", "seconds"),
+        get(r, "grpc_concurrency", "floor", "seconds"), f"posix_spawn {n} × sleep 1", ("value<=", 3), "lower",
+        chart=True)
+    row(f"{n} concurrent gRPC Start sleep 1: peak threads", "",
+        get(r, "grpc_concurrency", "start", "peak_threads_all_rounds"), None, "", ("value<=", 31), "lower")
+    row(f"{n} concurrent gRPC Start sleep 1: GET / p99 meanwhile", "ms",
+        get(r, "grpc_concurrency", "start", "get_p99_ms"), get(r, "grpc_concurrency", "start", "get_idle_p99_ms"),
+        "same probe, idle server, just before", ("value<=", 20), "lower")
+    row(f"{n} concurrent gRPC Start sleep 1: peak RSS", "MiB", get(r, "grpc_concurrency", "start", "peak_rss_mib"),
+        None, "", None, "lower")
     return rows
 
 
@@ -1379,6 +1659,19 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         "sends `GET /` on a new connection every 5 ms meanwhile (p99 of those during the burst). The floor is "
         "`spawn_floor burst`: 1,000 `sleep 1` posix_spawned at once, each stdout on a pipe, all read to EOF and "
         "reaped.",
+        "- **gRPC Execute** (sandboxd with `--grpc-port`): `h2load -m1` posting a prebuilt unary call (the 5-byte "
+        "gRPC prefix and the serialized `ExecuteRequest` of `echo hi`; `content-type: application/grpc`, "
+        "`te: trailers`) to `/process.v1.ProcessService/Execute`, on 1 connection (1 thread) and 8 (2 threads), "
+        "one call in flight on each as wrk's /execute connections, alternating with the same spawn floor runs; "
+        "every answer's DATA is checked to be the echo's `ExecuteResponse` (h2load sees only HTTP's 200), and the "
+        "same bytes go through grpcio once first. The **no-op** is the same call with an empty command "
+        "(`INVALID_ARGUMENT` at once, nothing spawned): what the client and HTTP/2 alone reach.",
+        "- **gRPC concurrency**: 1,000 `Start` streams of `sleep 1` at once over 8 `grpc.aio` channels, from the "
+        "first call to the last stream's end; the server's threads sampled every 5 ms; a thread sends `GET /` every "
+        "5 ms on one keep-alive connection meanwhile (p99 of those during the burst; in the client's process, so "
+        "its share of the GIL counts in it). Beside the spawn floor's burst, alternating.",
+        "- **idle RSS without/with `--grpc-port`**: `VmRSS` of a fresh server 0.5 s after one `GET /` and one "
+        "`POST /execute` (and with gRPC one `Execute` and one `Start`).",
         "",
         "Raw figures: `bench/out/results.json` after a run (not committed).",
         "",
@@ -1392,7 +1685,8 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and durations; checks only that every "
                         "step produced a number")
     parser.add_argument("--out", default=str(HERE / "out"))
-    parser.add_argument("--only", help="comma-separated steps to run (" + ",".join(n for n, _ in STEPS) + ")")
+    parser.add_argument("--only", help="comma-separated steps to run (" + ",".join(n for n, _ in STEPS) + "); the "
+                        "part of a name before its '_' selects every step that starts with it (grpc: the gRPC steps)")
     parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
     parser.add_argument("--tcp-send", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe", nargs=3, type=float, help=argparse.SUPPRESS)
@@ -1425,7 +1719,7 @@ def main() -> int:
     try:
         ctx = Context(args, sizes, outdir, workdir)
         for name, function in STEPS:
-            if wanted_steps and name not in wanted_steps:
+            if wanted_steps and name not in wanted_steps and name.split("_")[0] not in wanted_steps:
                 continue
             log(f"== {name}")
             loads[name] = loadavg()
