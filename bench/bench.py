@@ -1130,33 +1130,42 @@ def step_grpc_execute(ctx: Context) -> dict:
     return out
 
 
-def get_watcher(port: int, samples: list, errors: list, stop: threading.Event) -> None:
-    """GET / on one keep-alive connection every 5 ms until `stop`; (monotonic ns at the start, ms) per answer."""
+def keepalive_probe(port: int, interval_ms: float, max_seconds: float) -> None:
+    """--keepalive-probe helper process: GET / on one keep-alive connection every interval until stdin closes;
+    prints `ready` after the first answer, and at the end JSON samples (monotonic ns at the start, ms) and errors.
+    A process of its own, as --probe: a thread beside the gRPC client would wait for that client's share of the
+    GIL, and count it as the server's."""
     import http.client
 
+    samples, errors = [], []
+    deadline = time.monotonic() + max_seconds
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        while not stop.is_set():
-            t0 = time.monotonic_ns()
-            try:
-                connection.request("GET", "/")
-                response = connection.getresponse()
-                response.read()
-                if response.status == 200:
-                    samples.append((t0, (time.monotonic_ns() - t0) / 1e6))
-                else:
-                    errors.append(f"GET / {response.status}")
-            except (OSError, http.client.HTTPException) as error:
-                errors.append(repr(error))
-                connection.close()
-            stop.wait(0.005)
-    finally:
-        connection.close()
+    while time.monotonic() < deadline:
+        t0 = time.monotonic_ns()
+        try:
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                samples.append((t0, (time.monotonic_ns() - t0) / 1e6))
+                if len(samples) == 1:
+                    print("ready", flush=True)
+            else:
+                errors.append(f"GET / {response.status}")
+        except (OSError, http.client.HTTPException) as error:
+            errors.append(repr(error))
+            connection.close()
+        ready, _, _ = select.select([sys.stdin], [], [], interval_ms / 1000)
+        if ready and not sys.stdin.read(1):
+            break
+    connection.close()
+    print(json.dumps({"samples": samples, "errors": errors[:100], "error_count": len(errors)}), flush=True)
 
 
 def grpc_starts_run(ctx: Context) -> dict:
     """`concurrent` Start streams of `sleep 1` at once over 8 grpc.aio channels: the time from the first call to the
-    last stream's end, with the server's threads and RSS sampled and a keep-alive GET / every 5 ms meanwhile."""
+    last stream's end, with the server's threads and RSS sampled and a keep-alive GET / every 5 ms meanwhile (from
+    a process of its own)."""
     grpc, pb, pb_grpc = grpc_modules()
     import grpc.aio
 
@@ -1189,16 +1198,18 @@ def grpc_starts_run(ctx: Context) -> dict:
     with ctx.sandboxd(extra=["--grpc-port", str(grpc_port)]) as server:
         time.sleep(0.2)
         idle_threads = proc_status(server.pid)["Threads"]
-        samples, get_errors, stop = [], [], threading.Event()
-        watcher = threading.Thread(target=get_watcher, args=(server.port, samples, get_errors, stop), daemon=True)
-        watcher.start()
-        time.sleep(ctx.sizes["probe_idle_seconds"])  # the watcher's baseline: the same GET / on the idle server
-        try:
-            with Sampler(server.pid, 0.005) as sampler:
-                seconds, start_ns, end_ns, codes = asyncio.run(run_all())
-        finally:
-            stop.set()
-            watcher.join(15)
+        prober = popen([sys.executable, __file__, "--keepalive-probe", str(server.port), "5", "120"],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if prober.stdout.readline().strip() != "ready":
+            raise RuntimeError("the GET / probe never had an answer")
+        time.sleep(ctx.sizes["probe_idle_seconds"])  # the probe's baseline: the same GET / on the idle server
+        with Sampler(server.pid, 0.005) as sampler:
+            seconds, start_ns, end_ns, codes = asyncio.run(run_all())
+        prober.stdin.close()
+        probe_out = json.loads(prober.stdout.read())
+        prober.wait(30)
+        CHILDREN.remove(prober)
+    samples, get_errors = probe_out["samples"], probe_out["errors"]
     failures = [code for code in codes if code != 0]
     during = [lat for t, lat in samples if start_ns <= t <= end_ns]
     idle = [lat for t, lat in samples if t < start_ns]
@@ -1211,7 +1222,7 @@ def grpc_starts_run(ctx: Context) -> dict:
         "idle_threads": idle_threads,
         **sampler.summary(),
         "get_probes_during": len(during),
-        "get_probe_errors": len(get_errors),
+        "get_probe_errors": probe_out["error_count"],
         "get_error_examples": get_errors[:3],
         "get_p50_ms": percentile(during, 50),
         "get_p99_ms": percentile(during, 99),
@@ -1268,6 +1279,7 @@ def step_grpc_idle(ctx: Context) -> dict:
             status = proc_status(server.pid)
         out[f"{name}_grpc_rss_mib"] = status["VmRSS"] / 1024
         out[f"{name}_grpc_rss_anon_mib"] = status.get("RssAnon", 0) / 1024
+        out[f"{name}_grpc_rss_file_mib"] = status.get("RssFile", 0) / 1024
         out[f"{name}_grpc_threads"] = status["Threads"]
     return out
 
@@ -1609,8 +1621,8 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         f"{m['nproc']} cores: the 1-minute load average was {m['loadavg_1min_at_start']} at the start of this run, "
         + ", ".join(f"{k} {v}" for k, v in meta["loadavg_1min_at_step_start"].items()) + " at the start of each step)"
         ": compare within a run. Targets are issue 6's; a missed target is marked, never an error. "
-        "`make bench` runs it all (about two minutes); `make bench-smoke` runs the same steps with tiny sizes and "
-        "checks only that each produced a number.",
+        "`make bench` runs it all (about two minutes, and one more for the gRPC steps); `make bench-smoke` runs the "
+        "same steps with tiny sizes and checks only that each produced a number.",
         "",
         markdown_table(rows),
         "",
@@ -1626,9 +1638,9 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         "## How each figure is measured",
         "",
         "- **Repeats.** The machine is shared, so each comparison alternates sandboxd and its limit: GET /, "
-        "/execute and the concurrency bursts run `rounds` times (2) and the best round of each side is shown; "
-        "transfers and file and TCP limits are the best of 3; the 20 MB output the median of 3 (RSS growth: the "
-        "largest). Every run's figure is in results.json.",
+        "/execute, the concurrency bursts and their gRPC counterparts run `rounds` times (2) and the best round of "
+        "each side is shown; transfers and file and TCP limits are the best of 3; the 20 MB output the median of 3 "
+        "(RSS growth: the largest). Every run's figure is in results.json.",
         "- **Server RSS and threads** are the server process's own (`VmRSS`, `Threads` in /proc/<pid>/status), "
         "sampled every 5 ms while each step runs; peak RSS growth is `VmHWM` after the step (reset by writing 5 to "
         "/proc/<pid>/clear_refs just before it) minus `VmRSS` just before it. Idle figures are read 0.5 s after the "
@@ -1667,9 +1679,9 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         "same bytes go through grpcio once first. The **no-op** is the same call with an empty command "
         "(`INVALID_ARGUMENT` at once, nothing spawned): what the client and HTTP/2 alone reach.",
         "- **gRPC concurrency**: 1,000 `Start` streams of `sleep 1` at once over 8 `grpc.aio` channels, from the "
-        "first call to the last stream's end; the server's threads sampled every 5 ms; a thread sends `GET /` every "
-        "5 ms on one keep-alive connection meanwhile (p99 of those during the burst; in the client's process, so "
-        "its share of the GIL counts in it). Beside the spawn floor's burst, alternating.",
+        "first call to the last stream's end; the server's threads sampled every 5 ms; a separate process sends "
+        "`GET /` every 5 ms on one keep-alive connection meanwhile (p99 of those during the burst). Beside the spawn "
+        "floor's burst, alternating.",
         "- **idle RSS without/with `--grpc-port`**: `VmRSS` of a fresh server 0.5 s after one `GET /` and one "
         "`POST /execute` (and with gRPC one `Execute` and one `Start`).",
         "",
@@ -1690,12 +1702,16 @@ def main() -> int:
     parser.add_argument("--no-results-md", action="store_true", help="do not rewrite bench/RESULTS.md")
     parser.add_argument("--tcp-send", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe", nargs=3, type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--keepalive-probe", nargs=3, type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tcp_send:
         tcp_send(*args.tcp_send)
         return 0
     if args.probe:
         probe(int(args.probe[0]), args.probe[1], args.probe[2])
+        return 0
+    if args.keepalive_probe:
+        keepalive_probe(int(args.keepalive_probe[0]), args.keepalive_probe[1], args.keepalive_probe[2])
         return 0
 
     # 1,000 connections at once, and 1,000 pipes in the spawn floor: raise the descriptor limit (children inherit it).
