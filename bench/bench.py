@@ -1602,6 +1602,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "wrk": (version(["wrk", "-v"]) or "").split(" Copyright")[0] or None,
         "nginx": version([nginx_binary(), "-v"]),
+        "h2load": version(["h2load", "--version"]),
         "gcc": version(["gcc", "--version"]),
     }
 
@@ -1614,7 +1615,8 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         "",
         f"Written by `make bench` (`bench/bench.py`) on {meta['date']}. Machine: {m['nproc']} cores (`nproc`), "
         f"{m['cpu']}, Linux {m['kernel']}, {m['memory_gib']} GiB. sandboxd {meta['sandboxd_version']} "
-        f"(release, static Swift stdlib, built from {meta['source']}); {m['nginx']}; {m['wrk']}.",
+        f"(release, static Swift stdlib, built from {meta['source']}); {m['nginx']}; {m['wrk']}; "
+        f"{m.get('h2load')}.",
         "",
         "sandboxd and the machine's limit for the same work, measured in the same run; the ratio is sandboxd/limit. "
         "These figures vary by about ±25 % between runs on this machine (more when other work shares its "
