@@ -3,7 +3,6 @@ import Testing
 
 @testable import SandboxService
 
-private typealias Target = ProcessesAPI.Target
 private typealias StartRequest = ProcessesAPI.StartRequest
 
 private func decode(_ json: String) throws(APIError) -> StartRequest {
@@ -24,35 +23,78 @@ private func refusal(_ json: String) -> (status: Int, code: String)? {
 @Suite struct ProcessAPITests {
     // MARK: paths
 
-    @Test func targetsNameAProcessAndAnAction() {
-        #expect(Target("ab12") == Target(id: "ab12"))
-        #expect(Target("ab12/events") == Target(id: "ab12", action: .events))
-        #expect(Target("ab12/wait") == Target(id: "ab12", action: .wait))
-        #expect(Target("ab12/stdin") == Target(id: "ab12", action: .stdin))
-        #expect(Target("ab12/signal") == Target(id: "ab12", action: .signal))
-        #expect(Target("ab12/resize") == Target(id: "ab12", action: .resize))
+    /// The routes of the processes API, in a router of their own.
+    private static func routes() throws -> Router {
+        let directory = try TemporaryDirectory("sandboxd-process-routes")
+        defer { directory.remove() }
+        var router = Router()
+        ProcessesAPI(
+            table: SandboxService.ProcessTable(), root: try SandboxRoot(path: directory.path), environment: [],
+            maxBodyBytes: 1 << 20, streamBufferBytes: 1 << 20
+        )
+        .register(in: &router)
+        return router
+    }
+
+    /// The route `method path` reaches (its pattern) and the id it captured; nil when it reaches none.
+    private static func endpoint(_ router: Router, _ method: String, _ path: String) -> (String, String)? {
+        guard case .route(let route, let parameters) = router.match(method: method, path: path) else { return nil }
+        return (route.label, parameters["id"])
+    }
+
+    @Test func pathsNameAProcessAndAnAction() throws {
+        let router = try Self.routes()
+        #expect(Self.endpoint(router, "GET", "/v1/processes/ab12")! == ("/v1/processes/{id}", "ab12"))
+        for action in ["events", "wait"] {
+            #expect(
+                Self.endpoint(router, "GET", "/v1/processes/ab12/\(action)")! == (
+                    "/v1/processes/{id}/\(action)", "ab12"
+                ))
+        }
+        for action in ["stdin", "signal", "resize"] {
+            #expect(
+                Self.endpoint(router, "POST", "/v1/processes/ab12/\(action)")! == (
+                    "/v1/processes/{id}/\(action)", "ab12"
+                ))
+        }
     }
 
     @Test(arguments: ["", "/", "ab12/", "ab12/bogus", "ab12/events/more", "/events", "ab12//events", "ab12/Events"])
-    func pathsThatNameNoEndpoint(path: String) {
-        #expect(Target(path) == nil)
+    func pathsThatNameNoEndpoint(path: String) throws {
+        let router = try Self.routes()
+        for method in ["GET", "POST", "DELETE", "PUT"] {
+            guard case .failure(let error) = router.match(method: method, path: "/v1/processes/" + path) else {
+                Issue.record("\(method) /v1/processes/\(path) reached a route")
+                continue
+            }
+            #expect(error.status == 404 && error.body == ["detail": "Not Found"], "\(method) \(path)")
+        }
     }
 
-    @Test func eachEndpointAllowsItsMethods() {
-        #expect(Target(id: "x").allowedMethods == ["GET", "DELETE"])
-        #expect(Target(id: "x", action: .events).allowedMethods == ["GET"])
-        #expect(Target(id: "x", action: .wait).allowedMethods == ["GET"])
-        #expect(Target(id: "x", action: .stdin).allowedMethods == ["POST", "DELETE"])
-        #expect(Target(id: "x", action: .signal).allowedMethods == ["POST"])
-        #expect(Target(id: "x", action: .resize).allowedMethods == ["POST"])
+    @Test func eachEndpointAllowsItsMethods() throws {
+        let router = try Self.routes()
+        func allowed(_ path: String) -> Set<String> {
+            guard case .failure(let error) = router.match(method: "PATCH", path: path), error.status == 405,
+                let allow = error.headers.first(where: { $0.0 == "Allow" })?.1
+            else { return [] }
+            return Set(allow.split(separator: ", ").map(String.init))
+        }
+        #expect(allowed("/v1/processes/x") == ["GET", "HEAD", "DELETE"])
+        #expect(allowed("/v1/processes/x/events") == ["GET", "HEAD"])
+        #expect(allowed("/v1/processes/x/wait") == ["GET", "HEAD"])
+        #expect(allowed("/v1/processes/x/stdin") == ["POST", "DELETE"])
+        #expect(allowed("/v1/processes/x/signal") == ["POST"])
+        #expect(allowed("/v1/processes/x/resize") == ["POST"])
+        #expect(allowed("/v1/processes") == ["GET", "HEAD", "POST"])
     }
 
-    @Test func idsAreEightLowercaseAlphanumerics() {
+    @Test func idsAreEightLowercaseAlphanumerics() throws {
+        let router = try Self.routes()
         for _ in 0..<200 {
             let id = SandboxService.ProcessTable.makeID()
             #expect(id.count == 8)
             #expect(id.allSatisfy { ("0"..."9").contains($0) || ("a"..."z").contains($0) })
-            #expect(Target(id) == Target(id: id))
+            #expect(Self.endpoint(router, "GET", "/v1/processes/\(id)")?.1 == id)
         }
     }
 

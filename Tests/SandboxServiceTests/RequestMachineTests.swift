@@ -181,7 +181,7 @@ private final class LaterAnswer: Sendable {
     /// A request to `POST /wait`, taken up to the wait for `pending`.
     func waitingRequest() -> DrivenRequest {
         var request = machine(
-            head("POST", "/wait"), routes: [.init("POST", .exact("/wait")) { [pending] _, _ in .pending(pending) }])
+            head("POST", "/wait"), routes: [.init("POST", "/wait") { [pending] _, _ in .pending(pending) }])
         #expect(request.receiveHead().isProceed)
         let action = request.poll()
         guard case .wait(let waited) = action, waited === pending else {
@@ -203,7 +203,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
         var request = machine(
             head("POST", "/a%41", fields: []),
             routes: [
-                .init("POST", .exact("/aA")) { _, _ in
+                .init("POST", "/aA") { _, _ in
                     Issue.record("the handler ran")
                     return .response(.json(["ok": .bool(true)]))
                 }
@@ -235,8 +235,8 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
 
     @Test func withATokenEveryRequestButTheHealthCheckMustCarryIt() {
         let routes: [Router.Route] = [
-            .init("GET", .exact("/")) { _, _ in .response(.json(["ok": .bool(true)])) },
-            .init("GET", .exact("/files")) { _, _ in .response(.json(["ok": .bool(true)])) },
+            .init("GET", "/") { _, _ in .response(.json(["ok": .bool(true)])) },
+            .init("GET", "/files") { _, _ in .response(.json(["ok": .bool(true)])) },
         ]
         for (method, path, authorization, status) in [
             ("GET", "/", nil, nil), ("HEAD", "/", nil, nil), ("GET", "/files", nil, 401),
@@ -276,7 +276,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
                 "POST", "/run%20it",
                 fields: [("Host", "h"), ("Content-Type", "text/plain"), ("X-Twice", "first"), ("x-twice", "second")],
                 query: ["q": "a b"]),
-            routes: [.init("POST", .exact("/run it"), handler: seen.record)])
+            routes: [.init("POST", "/run it", handler: seen.record)])
         #expect(request.receiveHead().isProceed)
         #expect(request.receive("hello ").isProceed)
         #expect(request.receive("world").isProceed)
@@ -295,7 +295,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
     }
 
     @Test func aBufferedBodyOverItsLimitIsRefusedFromItsLengthOrAsSoonAsItPassesIt() {
-        let route = Router.Route("POST", .exact("/small"), body: .buffered(limit: 8)) { _, _ in
+        let route = Router.Route("POST", "/small", body: .buffered(limit: 8)) { _, _ in
             Issue.record("the handler ran")
             return .response(.json(["ok": .bool(true)]))
         }
@@ -322,7 +322,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
         var request = machine(
             head("POST", "/big"),
             routes: [
-                .init("POST", .exact("/big"), body: .buffered(limit: 1 << 20), handler: seen.record)
+                .init("POST", "/big", body: .buffered(limit: 1 << 20), handler: seen.record)
             ])
         #expect(request.receiveHead().isProceed)
         let piece = [UInt8](repeating: 7, count: 1024)
@@ -339,7 +339,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
         var request = machine(
             head("PUT", "/file"),
             routes: [
-                .init("PUT", .exact("/file"), body: .stream { sink }, handler: seen.record)
+                .init("PUT", "/file", body: .stream { sink }, handler: seen.record)
             ])
         #expect(request.receiveHead().isProceed)
         #expect(request.receive("abc").isProceed)
@@ -360,7 +360,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
         let opened = Mutex(0)
         let sink = RecordingSink()
         let route = Router.Route(
-            "PUT", .exact("/file"),
+            "PUT", "/file",
             body: .stream {
                 opened.withLock { $0 += 1 }
                 return sink
@@ -392,7 +392,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
         var request = machine(
             head("PUT", "/file"),
             routes: [
-                .init("PUT", .exact("/file"), body: .stream { sink }) { _, _ in .response(.json(["ok": .bool(true)])) }
+                .init("PUT", "/file", body: .stream { sink }) { _, _ in .response(.json(["ok": .bool(true)])) }
             ])
         #expect(request.receiveHead().isProceed)
         let refusal = request.receive("abc")
@@ -406,7 +406,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
         var streamed = machine(
             head("PUT", "/file"),
             routes: [
-                .init("PUT", .exact("/file"), body: .stream { sink }) { _, _ in .response(.json(["ok": .bool(true)])) }
+                .init("PUT", "/file", body: .stream { sink }) { _, _ in .response(.json(["ok": .bool(true)])) }
             ])
         #expect(streamed.receiveHead().isProceed)
         #expect(streamed.receive("abc").isProceed)
@@ -419,7 +419,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
         var uploaded = machine(
             head("POST", "/upload"),
             routes: [
-                .init("POST", .exact("/upload"), body: .upload(field: "file") { _ in RecordingSink() }) { _, _ in
+                .init("POST", "/upload", body: .upload(field: "file") { _ in RecordingSink() }) { _, _ in
                     .response(.json(["ok": .bool(true)]))
                 }
             ])
@@ -436,7 +436,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
             head("POST", "/upload"),
             routes: [
                 .init(
-                    "POST", .exact("/upload"), body: .upload(field: "file") { _ in RecordingSink() },
+                    "POST", "/upload", body: .upload(field: "file") { _ in RecordingSink() },
                     handler: seen.record)
             ])
         let field = Mutex("")
@@ -460,7 +460,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
 
     @Test func aBodyModeChosenFromTheHeadMayRefuseTheBodyBeforeItIsRead() {
         let route = Router.Route(
-            "PUT", .exact("/file"),
+            "PUT", "/file",
             body: .perRequest { request throws(APIError) in
                 guard request.headers["content-type"] == "application/octet-stream" else {
                     throw .detail(415, "Unsupported Media Type")
@@ -535,7 +535,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
         var request = machine(
             head("POST", "/events"),
             routes: [
-                .init("POST", .exact("/events")) { _, _ in .response(.eventStream(stream)) }
+                .init("POST", "/events") { _, _ in .response(.eventStream(stream)) }
             ])
         _ = request.receiveHead()
         #expect(request.poll().status == 200)
@@ -551,7 +551,7 @@ private func header(_ response: HTTPResponse?, _ name: String) -> String? {
             var request = machine(
                 head("GET", "/file"),
                 routes: [
-                    .init("GET", .exact("/file")) { _, _ in
+                    .init("GET", "/file") { _, _ in
                         .response(HTTPResponse(status: 200, body: .file(fd: -1, size: 10)))
                     }
                 ])

@@ -7,13 +7,13 @@ import Testing
 private func makeRouter() -> Router {
     var router = Router()
     for (method, pattern, name) in [
-        ("GET", Router.Route.Pattern.exact("/"), "root"),
-        ("POST", .exact("/execute"), "execute"),
-        ("POST", .exact("/execute/stream"), "stream"),
-        ("GET", .prefix("/download/"), "download"),
-        ("GET", .prefix("/files/"), "files-get"),
-        ("PUT", .prefix("/files/"), "files-put"),
-        ("DELETE", .prefix("/files/"), "files-delete"),
+        ("GET", RoutePattern("/"), "root"),
+        ("POST", "/execute", "execute"),
+        ("POST", "/execute/stream", "stream"),
+        ("GET", "/download/{path...}", "download"),
+        ("GET", "/files/{path...}", "files-get"),
+        ("PUT", "/files/{path...}", "files-put"),
+        ("DELETE", "/files/{path...}", "files-delete"),
     ] {
         router.add(.init(method, pattern) { _, _ in .response(.json(["route": .string(name)])) })
     }
@@ -28,8 +28,9 @@ private enum Outcome: Equatable {
 
 private func outcome(_ method: String, _ path: String, router: Router = makeRouter()) -> Outcome {
     switch router.match(method: method, path: path) {
-    case .route(let route, let parameter):
-        let reply = route.handler(HTTPRequest(method: method, path: path, pathParameter: parameter), nil)
+    case .route(let route, let parameters):
+        let parameter = parameters["path"]
+        let reply = route.handler(HTTPRequest(method: method, path: path, parameters: parameters), nil)
         guard case .response(let response) = reply, case .bytes(let bytes) = response.body,
             case .string(let name)? = JSONValue.parse(bytes)?["route"]
         else { return .route("?", parameter: parameter) }
@@ -120,8 +121,8 @@ private func methodNotAllowed(allow: String) -> Outcome {
 
     @Test func firstMatchingRouteWins() {
         var router = Router()
-        router.add(.init("GET", .prefix("/a/")) { _, _ in .response(.json(["route": "broad"])) })
-        router.add(.init("GET", .prefix("/a/b/")) { _, _ in .response(.json(["route": "narrow"])) })
+        router.add(.init("GET", "/a/{path...}") { _, _ in .response(.json(["route": "broad"])) })
+        router.add(.init("GET", "/a/b/{path...}") { _, _ in .response(.json(["route": "narrow"])) })
         #expect(outcome("GET", "/a/b/c", router: router) == .route("broad", parameter: "b/c"))
     }
 
@@ -130,11 +131,64 @@ private func methodNotAllowed(allow: String) -> Outcome {
     }
 
     @Test func routesDefaultToA1MiBBufferedBody() {
-        let route = Router.Route("POST", .exact("/x")) { _, _ in .response(.json(["route": "x"])) }
+        let route = Router.Route("POST", "/x") { _, _ in .response(.json(["route": "x"])) }
         guard case .buffered(let limit) = route.body else {
             Issue.record("not buffered")
             return
         }
         #expect(limit == 1 << 20)
+    }
+
+    @Test func segmentCapturesTakeOneNonEmptySegment() {
+        let pattern = RoutePattern("/v1/processes/{id}/stdin")
+        #expect(pattern.match("/v1/processes/k3x9/stdin") == PathParameters([("id", "k3x9")]))
+        #expect(pattern.match("/v1/processes/a b%/stdin")?["id"] == "a b%")
+        for path in [
+            "/v1/processes//stdin", "/v1/processes/a/b/stdin", "/v1/processes/k3x9/stdin/", "/v1/processes/k3x9",
+            "/v1/processes/k3x9/stdinx", "/v1/processes/stdin",
+        ] {
+            #expect(pattern.match(path) == nil, "\(path)")
+        }
+        #expect(RoutePattern("/v1/processes/{id}").match("/v1/processes/\u{301}x")?["id"] == "\u{301}x")
+    }
+
+    @Test func restCapturesTakeTheRestSlashesIncluded() {
+        let pattern = RoutePattern("/exists/{path...}")
+        #expect(pattern.match("/exists/a/b/")?["path"] == "a/b/")
+        #expect(pattern.match("/exists/")?["path"] == "")
+        // A rest that starts with a combining mark stays a rest: the match is by bytes, not Characters.
+        #expect(pattern.match("/exists/\u{301}x")?["path"] == "\u{301}x")
+        #expect(pattern.match("/exists") == nil)
+        #expect(RoutePattern("/").match("/") == PathParameters())
+    }
+
+    @Test func templatesAreWrittenAsTheOpenAPIDocumentWritesThem() {
+        #expect(RoutePattern("/download/{path...}").template == "/download/{path}")
+        #expect(RoutePattern("/v1/processes/{id}/wait").template == "/v1/processes/{id}/wait")
+        #expect(RoutePattern("/").template == "/")
+        #expect(Router.Route("GET", "/list/{path...}") { _, _ in .response(.json(.null)) }.label == "/list/{path}")
+    }
+
+    @Test func allowIsComputedFromTheRoutesThatMatchThePath() {
+        var router = Router()
+        for (method, pattern) in [
+            ("GET", "/p/{id}"), ("DELETE", "/p/{id}"), ("POST", "/p/{id}/stdin"), ("DELETE", "/p/{id}/stdin"),
+            ("GET", "/p/{id}/events"),
+        ] {
+            router.add(.init(method, RoutePattern(pattern)) { _, _ in .response(.json(["route": .string(pattern)])) })
+        }
+        #expect(outcome("POST", "/p/x", router: router) == methodNotAllowed(allow: "GET, DELETE, HEAD"))
+        #expect(outcome("GET", "/p/x/stdin", router: router) == methodNotAllowed(allow: "POST, DELETE"))
+        #expect(outcome("HEAD", "/p/x/stdin", router: router) == methodNotAllowed(allow: "POST, DELETE"))
+        #expect(outcome("POST", "/p/x/events", router: router) == methodNotAllowed(allow: "GET, HEAD"))
+        for path in ["/p/", "/p//events", "/p/x/", "/p/x/bogus", "/p/x/events/more"] {
+            #expect(outcome("GET", path, router: router) == notFound, "\(path)")
+            #expect(outcome("POST", path, router: router) == notFound, "\(path)")
+        }
+        guard case .route(let route, let parameters) = router.match(method: "DELETE", path: "/p/k3x9/stdin") else {
+            Issue.record("no route")
+            return
+        }
+        #expect(route.label == "/p/{id}/stdin" && parameters["id"] == "k3x9")
     }
 }

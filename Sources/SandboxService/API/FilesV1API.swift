@@ -31,19 +31,19 @@ public struct FilesV1API: Sendable {
 
     public func register(in router: inout Router) {
         let body = BodyMode.buffered(limit: maxBodyBytes)
-        router.add(.init("GET", .prefix("/v1/files/"), body: body) { request, _ in get(request) })
+        router.add(.init("GET", "/v1/files/{path...}", body: body) { request, _ in get(request) })
         router.add(
-            .init("PUT", .prefix("/v1/files/"), body: .perRequest(putBody)) { request, outcome in
-                putFinished(outcome, path: request.pathParameter)
+            .init("PUT", "/v1/files/{path...}", body: .perRequest(putBody)) { request, outcome in
+                putFinished(outcome, path: request.parameters["path"])
             })
-        router.add(.init("DELETE", .prefix("/v1/files/"), body: body) { request, _ in delete(request) })
-        router.add(.init("GET", .exact("/v1/health"), body: body) { _, _ in health() })
-        router.add(.init("GET", .exact("/v1/metadata"), body: body) { _, _ in .response(.json(metadata)) })
+        router.add(.init("DELETE", "/v1/files/{path...}", body: body) { request, _ in delete(request) })
+        router.add(.init("GET", "/v1/health", body: body) { _, _ in health() })
+        router.add(.init("GET", "/v1/metadata", body: body) { _, _ in .response(.json(metadata)) })
     }
 
     /// `GET /v1/files/{path}` (and HEAD): a file's bytes, or a directory's listing.
     func get(_ request: HTTPRequest) -> Reply {
-        let path = request.pathParameter
+        let path = request.parameters["path"]
         let contents: FileTree.Contents
         do { contents = try tree.read(path) } catch { return .failure(Self.apiError(error)) }
         switch contents {
@@ -58,7 +58,7 @@ public struct FilesV1API: Sendable {
     /// first, so a refused write reads no body. A `multipart/form-data` body gives its `file` part; any other is
     /// the content itself.
     func putBody(_ request: HTTPRequest) throws(APIError) -> BodyMode {
-        let path = request.pathParameter
+        let path = request.parameters["path"]
         let mode = request.query["mode"] ?? ""
         guard let permissions = Self.permissions(mode) else {
             throw Self.failure(.invalidArgument, "mode \"\(mode)\" must match ^0[0-7]{3}$")
@@ -89,7 +89,7 @@ public struct FilesV1API: Sendable {
 
     /// `DELETE /v1/files/{path}[?recursive=true]`.
     func delete(_ request: HTTPRequest) -> Reply {
-        let path = request.pathParameter
+        let path = request.parameters["path"]
         let text = request.query["recursive"] ?? ""
         guard let recursive = Self.boolean(text) else {
             return .failure(Self.failure(.invalidArgument, "recursive \"\(text)\" must be a boolean"))

@@ -37,16 +37,17 @@ public struct LegacyAPI: Sendable {
     public func register(in router: inout Router) {
         let health = HTTPResponse.json(["status": "ok", "message": "Sandbox Runtime is active."])
         let body = BodyMode.buffered(limit: maxBodyBytes)
-        router.add(.init("GET", .exact("/"), body: body) { _, _ in .response(health) })
-        router.add(.init("POST", .exact("/execute"), body: body) { request, _ in execute(request) })
-        router.add(.init("POST", .exact("/execute/stream"), body: body) { request, _ in executeStream(request) })
+        router.add(.init("GET", "/", body: body) { _, _ in .response(health) })
+        router.add(.init("POST", "/execute", body: body) { request, _ in execute(request) })
+        router.add(.init("POST", "/execute/stream", body: body) { request, _ in executeStream(request) })
         router.add(
-            .init("POST", .exact("/upload"), body: .upload(field: "file", open: openUpload)) { _, outcome in
+            .init("POST", "/upload", body: .upload(field: "file", open: openUpload)) { _, outcome in
                 uploadFinished(outcome)
             })
-        router.add(.init("GET", .prefix("/download/"), body: body) { request, _ in download(request.pathParameter) })
-        router.add(.init("GET", .prefix("/list/"), body: body) { request, _ in list(request.pathParameter) })
-        router.add(.init("GET", .prefix("/exists/"), body: body) { request, _ in exists(request.pathParameter) })
+        router.add(
+            .init("GET", "/download/{path...}", body: body) { request, _ in download(request.parameters["path"]) })
+        router.add(.init("GET", "/list/{path...}", body: body) { request, _ in list(request.parameters["path"]) })
+        router.add(.init("GET", "/exists/{path...}", body: body) { request, _ in exists(request.parameters["path"]) })
     }
 }
 

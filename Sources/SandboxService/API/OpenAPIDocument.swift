@@ -18,7 +18,7 @@ public enum OpenAPIDocument {
     /// Adds `GET /openapi.json` (HEAD too, as for every GET route); a body is read up to `maxBodyBytes`.
     public static func register(in router: inout Router, maxBodyBytes: Int) {
         router.add(
-            .init("GET", .exact("/openapi.json"), body: .buffered(limit: maxBodyBytes)) { _, _ in
+            .init("GET", "/openapi.json", body: .buffered(limit: maxBodyBytes)) { _, _ in
                 .response(
                     HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(body)))
             })

@@ -2,13 +2,11 @@ import Dispatch
 import Synchronization
 
 extension ProcessesAPI {
-    /// How a `POST /v1/processes/{id}/…` body is received. A stdin body goes to a sink that writes it to the
-    /// process once complete; the process, its stdin and the declared length are checked first, so a refused write
-    /// reads no body. The other actions take a JSON body, under the same limit.
-    func postBody(_ request: HTTPRequest) throws(APIError) -> BodyMode {
-        guard Target(request.pathParameter)?.action == .stdin else { return .buffered(limit: maxBodyBytes) }
-        let (target, process) = try resolve(request)
-        guard process.snapshot.stdinOpen else { throw Self.controlError(.stdinClosed, target.id) }
+    /// How a `POST /v1/processes/{id}/stdin` body is received: into a sink that writes it to the process once
+    /// complete. The process, its stdin and the declared length are checked first, so a refused write reads no body.
+    func stdinBody(_ request: HTTPRequest) throws(APIError) -> BodyMode {
+        let process = try process(request)
+        guard process.snapshot.stdinOpen else { throw Self.controlError(.stdinClosed, process.id) }
         if let length = request.headers["content-length"].flatMap({ Int($0) }), length > maxBodyBytes {
             throw stdinTooLarge()
         }

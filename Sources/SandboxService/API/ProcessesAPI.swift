@@ -26,101 +26,42 @@ public struct ProcessesAPI: Sendable {
         self.streamBufferBytes = streamBufferBytes
     }
 
-    static let prefix = "/v1/processes/"
-
     public func register(in router: inout Router) {
         let body = BodyMode.buffered(limit: maxBodyBytes)
-        router.add(.init("POST", .exact("/v1/processes"), body: body) { request, _ in start(request) })
-        router.add(.init("GET", .exact("/v1/processes"), body: body) { _, _ in list() })
-        // Each method's route takes only the endpoints that answer it, so an unknown endpoint is a 404 and the
-        // router's 405 names exactly the endpoint's methods in `Allow`.
-        let serves: @Sendable (String) -> @Sendable (String) -> Bool = { method in
-            { Target($0)?.allowedMethods.contains(method) ?? false }
-        }
+        router.add(.init("POST", "/v1/processes", body: body) { request, _ in start(request) })
+        router.add(.init("GET", "/v1/processes", body: body) { _, _ in list() })
         router.add(
-            .init("GET", .prefix(Self.prefix), body: body, accepts: serves("GET")) { request, outcome in
-                handle(request, outcome)
+            .init("GET", "/v1/processes/{id}", body: body) { request, _ in
+                on(request) { .response(.json(Self.json($0.snapshot))) }
             })
+        router.add(.init("DELETE", "/v1/processes/{id}", body: body) { request, _ in on(request, delete) })
         router.add(
-            .init("POST", .prefix(Self.prefix), body: .perRequest(postBody), accepts: serves("POST")) {
-                request, outcome in handle(request, outcome)
-            })
+            .init("GET", "/v1/processes/{id}/events", body: body) { request, _ in on(request) { events($0, request) } })
         router.add(
-            .init("DELETE", .prefix(Self.prefix), body: body, accepts: serves("DELETE")) { request, outcome in
-                handle(request, outcome)
+            .init("GET", "/v1/processes/{id}/wait", body: body) { request, _ in on(request) { wait($0, request) } })
+        router.add(
+            .init("POST", "/v1/processes/{id}/stdin", body: .perRequest(stdinBody)) { request, outcome in
+                on(request) { _ in stdinWritten(outcome) }
             })
+        router.add(.init("DELETE", "/v1/processes/{id}/stdin", body: body) { request, _ in on(request, closeStdin) })
+        router.add(
+            .init("POST", "/v1/processes/{id}/signal", body: body) { request, _ in on(request) { signal($0, request) } }
+        )
+        router.add(
+            .init("POST", "/v1/processes/{id}/resize", body: body) { request, _ in on(request) { resize($0, request) } }
+        )
     }
 
-    /// What `/v1/processes/{id}[/action]` names: the part after the prefix, split at its one slash.
-    struct Target: Equatable {
-        enum Action: String, CaseIterable {
-            case events, wait, stdin, signal, resize
-        }
-
-        var id: String
-        /// nil for the process itself.
-        var action: Action?
-
-        /// nil when the path names no endpoint (an empty id, an unknown action, more segments).
-        init?(_ pathParameter: String) {
-            let parts = pathParameter.split(separator: "/", omittingEmptySubsequences: false)
-            guard let id = parts.first, !id.isEmpty, parts.count <= 2 else { return nil }
-            self.id = String(id)
-            if parts.count == 2 {
-                guard let action = Action(rawValue: String(parts[1])) else { return nil }
-                self.action = action
-            }
-        }
-
-        init(id: String, action: Action? = nil) {
-            self.id = id
-            self.action = action
-        }
-
-        /// The methods the endpoint answers (HEAD too, wherever GET is).
-        var allowedMethods: [String] {
-            switch action {
-            case nil: ["GET", "DELETE"]
-            case .events?, .wait?: ["GET"]
-            case .stdin?: ["POST", "DELETE"]
-            case .signal?, .resize?: ["POST"]
-            }
-        }
+    /// The process `{id}` names, or 404 `NOT_FOUND`.
+    func process(_ request: HTTPRequest) throws(APIError) -> ManagedProcess {
+        let id = request.parameters["id"]
+        guard let process = table.process(id) else { throw FilesV1API.failure(.notFound, "process '\(id)' not found") }
+        return process
     }
 
-    /// The endpoint and process a request names, or the error that answers it: 404 `{"detail"}` for a path that
-    /// is no endpoint, 405 with `Allow` for a method the endpoint does not take (as the router answers both), 404
-    /// `NOT_FOUND` for an id that names no process.
-    func resolve(_ request: HTTPRequest) throws(APIError) -> (Target, ManagedProcess) {
-        guard let target = Target(request.pathParameter) else { throw .notFound }
-        let method = request.method == "HEAD" ? "GET" : request.method
-        let allowed = target.allowedMethods
-        guard allowed.contains(method) else {
-            let shown = allowed.contains("GET") ? allowed + ["HEAD"] : allowed
-            throw .detail(405, "Method Not Allowed", headers: [("Allow", shown.joined(separator: ", "))])
-        }
-        guard let process = table.process(target.id) else {
-            throw FilesV1API.failure(.notFound, "process '\(target.id)' not found")
-        }
-        return (target, process)
-    }
-
-    /// Every `/v1/processes/{id}…` request.
-    func handle(_ request: HTTPRequest, _ outcome: UploadOutcome?) -> Reply {
-        let target: Target
-        let process: ManagedProcess
-        do { (target, process) = try resolve(request) } catch { return .failure(error) }
-        let method = request.method == "HEAD" ? "GET" : request.method
-        switch (target.action, method) {
-        case (nil, "GET"): return .response(.json(Self.json(process.snapshot)))
-        case (nil, _): return delete(process)
-        case (.events?, _): return events(process, request)
-        case (.wait?, _): return wait(process, request)
-        case (.stdin?, "POST"): return stdinWritten(outcome)
-        case (.stdin?, _): return closeStdin(process)
-        case (.signal?, _): return signal(process, request)
-        case (.resize?, _): return resize(process, request)
-        }
+    /// Answers a request on process `{id}` with `handle`, or 404 when there is no such process.
+    private func on(_ request: HTTPRequest, _ handle: (ManagedProcess) -> Reply) -> Reply {
+        do { return handle(try process(request)) } catch { return .failure(error) }
     }
 
     /// `POST /v1/processes`: starts the process in the background; 201 `{"id", "pid"}`.
@@ -150,7 +91,7 @@ public struct ProcessesAPI: Sendable {
         return .response(
             .json(
                 ["id": .string(process.id), "pid": pid], status: 201,
-                headers: [("Location", Self.prefix + process.id)]))
+                headers: [("Location", "/v1/processes/" + process.id)]))
     }
 
     /// The one place where a start that failed becomes an answer; nothing was registered then. The codes are the

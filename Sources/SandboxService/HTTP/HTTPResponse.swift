@@ -40,8 +40,8 @@ public struct HTTPRequest: Sendable {
     public var method: String
     /// The path, percent-decoded once, without the query string.
     public var path: String
-    /// What a `/prefix/{path}` route captured, percent-decoded once.
-    public var pathParameter: String
+    /// What the route's pattern captured (`{id}`, `{path...}`), percent-decoded once.
+    public var parameters: PathParameters
     /// Header values by lower-cased name.
     public var headers: [String: String]
     /// Query arguments, percent-decoded.
@@ -49,12 +49,12 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
 
     public init(
-        method: String, path: String, pathParameter: String = "", headers: [String: String] = [:],
+        method: String, path: String, parameters: PathParameters = PathParameters(), headers: [String: String] = [:],
         query: [String: String] = [:], body: [UInt8] = []
     ) {
         self.method = method
         self.path = path
-        self.pathParameter = pathParameter
+        self.parameters = parameters
         self.headers = headers
         self.query = query
         self.body = body

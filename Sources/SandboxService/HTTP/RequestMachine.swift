@@ -127,9 +127,9 @@ struct RequestMachine {
         switch policy.router.match(method: request.method, path: request.path) {
         case .failure(let error):
             state = .receivingBody(.dropped(answer: error))
-        case .route(let route, let parameter):
+        case .route(let route, let parameters):
             self.route = route
-            request.pathParameter = parameter
+            request.parameters = parameters
             do throws(APIError) {
                 state = .receivingBody(try body(for: route.body, length: length, receiver: receiver))
             } catch {

@@ -49,57 +49,32 @@ public enum UploadOutcome: Sendable {
     case failed(APIError)
 }
 
-/// Maps method and path to a handler. Paths are matched exactly, or by prefix for `/name/{path}` routes.
+/// Maps method and path to a handler. Each route has a pattern with captures (`/v1/processes/{id}/stdin`,
+/// `/download/{path...}`); its handler receives what they captured. Which methods a path has, and so the 405 and its
+/// `Allow`, is computed here from the routes whose pattern matches it.
 public struct Router: Sendable {
     public struct Route: Sendable {
-        public enum Pattern: Sendable {
-            case exact(String)
-            /// Matches the prefix and captures the rest of the path.
-            case prefix(String)
-        }
         public var method: String
-        public var pattern: Pattern
+        public var pattern: RoutePattern
         public var body: BodyMode
         public var handler: @Sendable (HTTPRequest, UploadOutcome?) -> Reply
-        /// For a prefix route, which captured rests it serves (all when nil): the route is then neither matched nor
-        /// counted in `Allow` for the others.
-        public var accepts: (@Sendable (String) -> Bool)?
 
         public init(
-            _ method: String, _ pattern: Pattern, body: BodyMode = .buffered(limit: 1 << 20),
-            accepts: (@Sendable (String) -> Bool)? = nil,
+            _ method: String, _ pattern: RoutePattern, body: BodyMode = .buffered(limit: 1 << 20),
             handler: @escaping @Sendable (HTTPRequest, UploadOutcome?) -> Reply
         ) {
             self.method = method
             self.pattern = pattern
             self.body = body
-            self.accepts = accepts
             self.handler = handler
         }
 
-        /// The pattern as text (`/download/{path}`), for metrics labels.
-        public var label: String {
-            switch pattern {
-            case .exact(let path): path
-            case .prefix(let prefix): prefix + "{path}"
-            }
-        }
-
-        func capture(_ path: String) -> String? {
-            switch pattern {
-            case .exact(let exact): return path == exact ? "" : nil
-            // By UTF-8 bytes: as Characters, a path whose rest starts with a combining mark (`/exists/\u{301}x`) would
-            // fuse it with the prefix's slash and miss.
-            case .prefix(let prefix):
-                guard path.utf8.starts(with: prefix.utf8) else { return nil }
-                let rest = String(decoding: path.utf8.dropFirst(prefix.utf8.count), as: UTF8.self)
-                return accepts?(rest) ?? true ? rest : nil
-            }
-        }
+        /// The pattern as the OpenAPI document writes it (`/download/{path}`), for metrics labels.
+        public var label: String { pattern.template }
     }
 
     public enum Match {
-        case route(Route, pathParameter: String)
+        case route(Route, parameters: PathParameters)
         case failure(APIError)
     }
 
@@ -110,13 +85,14 @@ public struct Router: Sendable {
     public mutating func add(_ route: Route) { routes.append(route) }
 
     /// The route for `method` and `path`: HEAD is served by GET routes; a path known under other methods gives 405
-    /// with `Allow`, an unknown path 404.
+    /// with `Allow` (the methods in the order their routes were added, HEAD after them where GET is one), an unknown
+    /// path 404.
     public func match(method: String, path: String) -> Match {
         let effectiveMethod = method == "HEAD" ? "GET" : method
         var allowed: [String] = []
         for route in routes {
-            guard let parameter = route.capture(path) else { continue }
-            if route.method == effectiveMethod { return .route(route, pathParameter: parameter) }
+            guard let parameters = route.pattern.match(path) else { continue }
+            if route.method == effectiveMethod { return .route(route, parameters: parameters) }
             allowed.append(route.method)
         }
         guard !allowed.isEmpty else { return .failure(.notFound) }

@@ -93,7 +93,7 @@ public final class SandboxServer: Sendable {
         OpenAPIDocument.register(in: &router, maxBodyBytes: options.maxBodyBytes)
         let metrics = metrics
         router.add(
-            .init("GET", .exact("/metrics"), body: .buffered(limit: options.maxBodyBytes)) { _, _ in
+            .init("GET", "/metrics", body: .buffered(limit: options.maxBodyBytes)) { _, _ in
                 .response(
                     HTTPResponse(
                         status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
