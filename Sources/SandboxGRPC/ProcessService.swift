@@ -219,7 +219,9 @@ extension RPCError {
             case .invalidArgument: .invalidArgument
             case .notFound: .notFound
             case .permissionDenied: .permissionDenied
-            case .failedPrecondition: .failedPrecondition
+            // gRPC has no CONFLICT: an action the resource's state does not allow is a failed precondition.
+            case .failedPrecondition, .conflict: .failedPrecondition
+            case .outOfRange: .outOfRange
             case .resourceExhausted: .resourceExhausted
             case .unavailable: .unavailable
             case .internal: .internalError

@@ -54,7 +54,7 @@ struct FilesV1APITests {
             (.noSpace, 507, "RESOURCE_EXHAUSTED"), (.other("Input/output error"), 500, "INTERNAL"),
         ]
         for (error, status, code) in expected {
-            let mapped = FilesV1API.apiError(FileError(error, path: "dir/file.txt"))
+            let mapped = V1Error.answer(FileError(error, path: "dir/file.txt"))
             #expect(mapped.status == status, "\(error)")
             #expect(mapped.body["code"] == .string(code), "\(error)")
             let message = try #require(
@@ -66,16 +66,16 @@ struct FilesV1APITests {
 
     @Test("errors of the multipart reader are given this API's shape")
     func conforming() {
-        let malformed = FilesV1API.conforming(.detail(400, "Malformed multipart body"))
+        let malformed = V1Error.conforming(.detail(400, "Malformed multipart body"))
         #expect(malformed.status == 400)
         #expect(malformed.body == ["code": "INVALID_ARGUMENT", "message": "Malformed multipart body"])
-        let noForm = FilesV1API.conforming(
+        let noForm = V1Error.conforming(
             .validation([ValidationIssue(type: "missing", loc: ["body", "file"], msg: "Field required")]))
         #expect(noForm.status == 400)
         #expect(noForm.body["code"] == "INVALID_ARGUMENT")
-        let ours = FilesV1API.failure(.resourceExhausted, "full")
-        #expect(FilesV1API.conforming(ours).body == ours.body)
-        #expect(FilesV1API.conforming(ours).status == 507)
+        let ours = V1Error.answer(.resourceExhausted, "full")
+        #expect(V1Error.conforming(ours).body == ours.body)
+        #expect(V1Error.conforming(ours).status == 507)
     }
 
     @Test("metadata serves the prefix's variables, never credentials, sorted")
@@ -88,24 +88,22 @@ struct FilesV1APITests {
             "sandbox_lower": "x", "MY_SANDBOX_X": "y",
         ]
         #expect(
-            FilesV1API.metadata(environment: environment, prefix: "SANDBOX_")
+            HealthV1API.metadata(environment: environment, prefix: "SANDBOX_")
                 == ["env": ["SANDBOX_A": "first", "SANDBOX_ID": "sbx-123", "SANDBOX_WORKSPACE": "/workspace"]])
         #expect(
-            FilesV1API.metadata(environment: environment, prefix: "")
-                == FilesV1API.metadata(
+            HealthV1API.metadata(environment: environment, prefix: "")
+                == HealthV1API.metadata(
                     environment: environment, prefix: "SANDBOX_"))
         #expect(
-            FilesV1API.metadata(environment: ["APP_X": "1", "APP_KEY": "k"], prefix: "APP_") == ["env": ["APP_X": "1"]])
-        #expect(FilesV1API.metadata(environment: [:], prefix: "SANDBOX_") == ["env": .object([])])
+            HealthV1API.metadata(environment: ["APP_X": "1", "APP_KEY": "k"], prefix: "APP_") == ["env": ["APP_X": "1"]]
+        )
+        #expect(HealthV1API.metadata(environment: [:], prefix: "SANDBOX_") == ["env": .object([])])
     }
 
     @Test("health is ok until the server is stopping, then 503 UNAVAILABLE")
-    func health() throws {
-        let directory = try TemporaryDirectory("sandboxd-v1-health")
-        defer { directory.remove() }
-        let readiness = FilesV1API.Readiness()
-        let api = FilesV1API(
-            root: try SandboxRoot(path: directory.path), environment: [:], readiness: readiness, maxBodyBytes: 1 << 20)
+    func health() {
+        let readiness = HealthV1API.Readiness()
+        let api = HealthV1API(environment: [:], readiness: readiness, maxBodyBytes: 1 << 20)
         guard case .response(let ok) = api.health(), case .bytes(let body) = ok.body else {
             Issue.record("health did not answer at once")
             return

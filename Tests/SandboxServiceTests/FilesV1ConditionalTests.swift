@@ -125,17 +125,17 @@ struct FilesV1ConditionalTests {
 
     @Test("HTTP dates: IMF-fixdate out; IMF-fixdate, RFC 850 and asctime in")
     func httpDates() {
-        #expect(FilesV1API.HTTPDate.imfFixdate(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
-        #expect(FilesV1API.HTTPDate.imfFixdate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
-        #expect(FilesV1API.HTTPDate.parse("Sun, 06 Nov 1994 08:49:37 GMT") == 784_111_777)
-        #expect(FilesV1API.HTTPDate.parse("Sunday, 06-Nov-94 08:49:37 GMT") == 784_111_777)
-        #expect(FilesV1API.HTTPDate.parse("Sun Nov  6 08:49:37 1994") == 784_111_777)
+        #expect(HTTPDate.imfFixdate(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDate.imfFixdate(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.parse("Sun, 06 Nov 1994 08:49:37 GMT") == 784_111_777)
+        #expect(HTTPDate.parse("Sunday, 06-Nov-94 08:49:37 GMT") == 784_111_777)
+        #expect(HTTPDate.parse("Sun Nov  6 08:49:37 1994") == 784_111_777)
         for invalid in [
             "", "yesterday", "Sun, 06 Nov 1994 08:49:37 UTC", "Sun, 06 Foo 1994 08:49:37 GMT",
             "Sun, 06 Nov 1994 25:49:37 GMT", "Sun, 06 Nov 1994 08:49 GMT",
         ] {
-            #expect(FilesV1API.HTTPDate.parse(invalid) == nil, "\(invalid)")
+            #expect(HTTPDate.parse(invalid) == nil, "\(invalid)")
         }
-        #expect(FilesV1API.HTTPDate.rfc3339(784_111_777) == "1994-11-06T08:49:37Z")
+        #expect(HTTPDate.rfc3339(784_111_777) == "1994-11-06T08:49:37Z")
     }
 }

@@ -75,11 +75,13 @@ extension FilesV1API {
             return HTTPResponse(status: 304, headers: cache, body: .bytes([]))
         case .preconditionFailed:
             close(fd)
-            return failure(.failedPrecondition, "the file does not match the request's preconditions", headers: cache)
-                .response
+            return V1Error.answer(
+                .failedPrecondition, "the file does not match the request's preconditions", headers: cache
+            )
+            .response
         case .unsatisfiable:
             close(fd)
-            return failure(
+            return V1Error.answer(
                 .outOfRange, "the requested range is not satisfiable (the file has \(status.size) bytes)",
                 headers: [("Content-Range", "bytes */\(status.size)")] + cache
             ).response

@@ -1,32 +1,14 @@
-import FoundationEssentials
-
-/// agent-sandbox's sandboxd v1 REST surface (KEP-539.2): `GET`/`HEAD`/`PUT`/`DELETE /v1/files/{path}`,
-/// `GET /v1/health` and `GET /v1/metadata`, with the Go daemon's JSON shapes, status codes and
-/// `{"code": …, "message": …}` errors.
+/// The files part of agent-sandbox's sandboxd v1 REST surface (KEP-539.2): `GET`/`HEAD`/`PUT`/`DELETE
+/// /v1/files/{path}`, with the Go daemon's JSON shapes, status codes and `{"code": …, "message": …}` errors.
 public struct FilesV1API: Sendable {
     let tree: FileTree
-    let readiness: Readiness
-    /// `/v1/metadata`'s answer, computed once: the environment does not change after start.
-    let metadata: JSONValue
-    let started = ContinuousClock.now
     /// Bytes of a body read into memory (none of these routes takes one but `PUT`, which streams it to disk).
     let maxBodyBytes: Int
 
-    /// - Parameters:
-    ///   - metadataPrefix: only environment variables starting with it are served on `/v1/metadata`; blank means
-    ///     `SANDBOX_`.
-    ///   - environment: what `/v1/metadata` filters.
-    ///   - readiness: `/v1/health` answers 503 once it says the server is stopping.
-    ///   - maxBodyBytes: the largest body read into memory (`--max-body-bytes`); 413 beyond.
-    public init(
-        root: SandboxRoot, metadataPrefix: String = Self.defaultMetadataPrefix,
-        environment: [String: String] = ProcessInfo.processInfo.environment, readiness: Readiness = Readiness(),
-        maxBodyBytes: Int
-    ) {
+    /// - Parameter maxBodyBytes: the largest body read into memory (`--max-body-bytes`); 413 beyond.
+    public init(root: SandboxRoot, maxBodyBytes: Int) {
         tree = FileTree(root: root)
-        self.readiness = readiness
         self.maxBodyBytes = maxBodyBytes
-        metadata = Self.metadata(environment: environment, prefix: metadataPrefix)
     }
 
     public func register(in router: inout Router) {
@@ -37,15 +19,13 @@ public struct FilesV1API: Sendable {
                 putFinished(outcome, path: request.parameters["path"])
             })
         router.add(.init("DELETE", "/v1/files/{path...}", body: body) { request, _ in delete(request) })
-        router.add(.init("GET", "/v1/health", body: body) { _, _ in health() })
-        router.add(.init("GET", "/v1/metadata", body: body) { _, _ in .response(.json(metadata)) })
     }
 
     /// `GET /v1/files/{path}` (and HEAD): a file's bytes, or a directory's listing.
     func get(_ request: HTTPRequest) -> Reply {
         let path = request.parameters["path"]
         let contents: FileTree.Contents
-        do { contents = try tree.read(path) } catch { return .failure(Self.apiError(error)) }
+        do { contents = try tree.read(path) } catch { return .failure(V1Error.answer(error)) }
         switch contents {
         case .file(let fd, let status):
             return .response(Self.fileResponse(fd: fd, status: status, headers: request.headers))
@@ -61,16 +41,17 @@ public struct FilesV1API: Sendable {
         let path = request.parameters["path"]
         let mode = request.query["mode"] ?? ""
         guard let permissions = Self.permissions(mode) else {
-            throw Self.failure(.invalidArgument, "mode \"\(mode)\" must match ^0[0-7]{3}$")
+            throw V1Error.answer(.invalidArgument, "mode \"\(mode)\" must match ^0[0-7]{3}$")
         }
         let destination: FileTree.Destination
-        do { destination = try tree.destination(path) } catch { throw Self.apiError(error) }
+        do { destination = try tree.destination(path) } catch { throw V1Error.answer(error) }
         let tree = self.tree
         let open: @Sendable () throws(APIError) -> any UploadSink = { () throws(APIError) in
             do throws(FileError) {
-                return NewFileSink(file: try tree.create(destination, permissions: permissions), failure: Self.apiError)
+                return NewFileSink(
+                    file: try tree.create(destination, permissions: permissions), failure: V1Error.answer)
             } catch {
-                throw Self.apiError(error)
+                throw V1Error.answer(error)
             }
         }
         guard Self.isMultipart(request.headers["content-type"]) else { return .stream(open: open) }
@@ -80,10 +61,10 @@ public struct FilesV1API: Sendable {
     func putFinished(_ outcome: UploadOutcome?, path: String) -> Reply {
         switch outcome {
         case .stored?: .response(HTTPResponse(status: 204, body: .bytes([])))
-        case .failed(let error)?: .failure(Self.conforming(error))
+        case .failed(let error)?: .failure(V1Error.conforming(error))
         case .missingField?:
-            .failure(Self.failure(.invalidArgument, "multipart body is missing the required \"file\" part"))
-        case nil: .failure(Self.failure(.internal, "the body of '\(Self.shown(path))' was not received"))
+            .failure(V1Error.answer(.invalidArgument, "multipart body is missing the required \"file\" part"))
+        case nil: .failure(V1Error.answer(.internal, "the body of '\(Self.shown(path))' was not received"))
         }
     }
 
@@ -92,9 +73,9 @@ public struct FilesV1API: Sendable {
         let path = request.parameters["path"]
         let text = request.query["recursive"] ?? ""
         guard let recursive = Self.boolean(text) else {
-            return .failure(Self.failure(.invalidArgument, "recursive \"\(text)\" must be a boolean"))
+            return .failure(V1Error.answer(.invalidArgument, "recursive \"\(text)\" must be a boolean"))
         }
-        do { try tree.remove(path, recursive: recursive) } catch { return .failure(Self.apiError(error)) }
+        do { try tree.remove(path, recursive: recursive) } catch { return .failure(V1Error.answer(error)) }
         return .response(HTTPResponse(status: 204, body: .bytes([])))
     }
 

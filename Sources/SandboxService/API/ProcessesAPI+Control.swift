@@ -15,18 +15,9 @@ extension ProcessesAPI {
         return .stream(open: { StdinBody(process: process, limit: limit, tooLarge: tooLarge) })
     }
 
+    /// `RESOURCE_EXHAUSTED` is 507 (no space left) by its status; a body too large is a 413.
     private func stdinTooLarge() -> APIError {
-        Self.failure(.resourceExhausted, status: 413, "a stdin body may carry at most \(maxBodyBytes) bytes")
-    }
-
-    /// A v1 error with a status of its own, where the code's usual one does not fit (`RESOURCE_EXHAUSTED` is 507,
-    /// no space left, in the files API; here it is a body too large, or a stdin the process does not read).
-    static func failure(
-        _ code: FilesV1API.ErrorCode, status: Int, _ message: String, headers: [(String, String)] = []
-    ) -> APIError {
-        var error = FilesV1API.failure(code, message, headers: headers)
-        error.status = status
-        return error
+        V1Error.answer(.resourceExhausted, "a stdin body may carry at most \(maxBodyBytes) bytes", status: 413)
     }
 
     /// `POST /v1/processes/{id}/stdin`: the body was handed to the process when it was complete.
@@ -34,7 +25,7 @@ extension ProcessesAPI {
         switch outcome {
         case .stored?: .response(HTTPResponse(status: 204, body: .bytes([])))
         case .failed(let error)?: .failure(error)
-        case .missingField?, nil: .failure(FilesV1API.failure(.internal, "the stdin body was not received"))
+        case .missingField?, nil: .failure(V1Error.answer(.internal, "the stdin body was not received"))
         }
     }
 
@@ -112,15 +103,15 @@ extension ProcessesAPI {
     /// The one place where control errors become HTTP answers.
     static func controlError(_ error: ManagedProcess.ControlError, _ id: String) -> APIError {
         switch error {
-        case .exited: FilesV1API.failure(.conflict, "process '\(id)' has exited")
+        case .exited: V1Error.answer(.conflict, "process '\(id)' has exited")
         case .stdinClosed:
-            FilesV1API.failure(
+            V1Error.answer(
                 .conflict,
                 "process '\(id)' takes no input: it was started without \"stdin\": true, or its stdin was closed")
-        case .noTerminal: FilesV1API.failure(.conflict, "process '\(id)' has no pty")
+        case .noTerminal: V1Error.answer(.conflict, "process '\(id)' has no pty")
         case .stdinFull:
-            failure(
-                .resourceExhausted, status: 429, "process '\(id)' is not reading its stdin: too many bytes are waiting")
+            V1Error.answer(
+                .resourceExhausted, "process '\(id)' is not reading its stdin: too many bytes are waiting", status: 429)
         }
     }
 }

@@ -138,6 +138,6 @@ extension ProcessesAPI {
     }
 
     static func invalid(_ message: String) -> APIError {
-        FilesV1API.failure(.invalidArgument, message)
+        V1Error.answer(.invalidArgument, message)
     }
 }

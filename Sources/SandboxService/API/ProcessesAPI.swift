@@ -55,7 +55,7 @@ public struct ProcessesAPI: Sendable {
     /// The process `{id}` names, or 404 `NOT_FOUND`.
     func process(_ request: HTTPRequest) throws(APIError) -> ManagedProcess {
         let id = request.parameters["id"]
-        guard let process = table.process(id) else { throw FilesV1API.failure(.notFound, "process '\(id)' not found") }
+        guard let process = table.process(id) else { throw V1Error.answer(.notFound, "process '\(id)' not found") }
         return process
     }
 
@@ -98,22 +98,22 @@ public struct ProcessesAPI: Sendable {
     /// Go daemon's for the same failures.
     static func startError(_ error: ProcessTable.StartError) -> APIError {
         switch error {
-        case .closed: FilesV1API.failure(.unavailable, "sandboxd is shutting down")
-        case .spawn(.notFound(let program)): FilesV1API.failure(.notFound, "program '\(program)' not found")
+        case .closed: V1Error.answer(.unavailable, "sandboxd is shutting down")
+        case .spawn(.notFound(let program)): V1Error.answer(.notFound, "program '\(program)' not found")
         case .spawn(.notExecutable(let program)):
-            FilesV1API.failure(.permissionDenied, "program '\(program)' is not executable")
+            V1Error.answer(.permissionDenied, "program '\(program)' is not executable")
         case .spawn(.tooManyProcesses(let limit)):
-            failure(
-                .resourceExhausted, status: 429,
-                "too many processes: \(limit) are running (--max-processes); retry when one has ended")
+            V1Error.answer(
+                .resourceExhausted,
+                "too many processes: \(limit) are running (--max-processes); retry when one has ended", status: 429)
         case .spawn(.resourcesExhausted(let what, let code)):
-            failure(
-                .resourceExhausted, status: 503,
+            V1Error.answer(
+                .resourceExhausted,
                 "cannot start the process now: \(SpawnError.resourcesExhausted(what, code).message); retry later",
-                headers: [("Retry-After", "1")])
+                status: 503, headers: [("Retry-After", "1")])
         case .spawn(.failed(_, E2BIG)):
-            FilesV1API.failure(.invalidArgument, "the command and its environment are too long to start")
-        case .spawn(let error): FilesV1API.failure(.internal, "cannot start the process: \(error.message)")
+            V1Error.answer(.invalidArgument, "the command and its environment are too long to start")
+        case .spawn(let error): V1Error.answer(.internal, "cannot start the process: \(error.message)")
         }
     }
 
@@ -136,7 +136,7 @@ public struct ProcessesAPI: Sendable {
         } catch {
             switch error.code {
             case .escapesRoot:
-                throw FilesV1API.failure(.permissionDenied, "\"cwd\" '\(path)' is outside the sandbox root")
+                throw V1Error.answer(.permissionDenied, "\"cwd\" '\(path)' is outside the sandbox root")
             case .tooManyLinks: throw Self.invalid("\"cwd\" '\(path)': too many levels of symbolic links")
             case .invalidPath: throw Self.invalid("\"cwd\" '\(path)' is not a usable path")
             default: throw Self.invalid("\"cwd\" '\(path)' is not a directory in the sandbox")
@@ -164,6 +164,6 @@ public struct ProcessesAPI: Sendable {
 
     /// RFC 3339 in UTC, in seconds, as the files API prints times.
     private static func timestamp(_ date: Date) -> String {
-        FilesV1API.HTTPDate.rfc3339(Int64(date.timeIntervalSince1970.rounded(.down)))
+        HTTPDate.rfc3339(Int64(date.timeIntervalSince1970.rounded(.down)))
     }
 }

@@ -1,13 +1,18 @@
 import Glibc
 
-/// Why the core refused or failed an operation, as every front reports it: a stable code (named as gRPC's canonical
-/// codes, which the v1 HTTP errors use too), and a message that names what the client named, never a host path.
+/// Why the core refused or failed an operation, as every front reports it: a stable code (spelled as the v1 API's
+/// codes, which are gRPC's canonical codes and `CONFLICT`), and a message that names what the client named, never a
+/// host path.
 public struct SandboxError: Error, Equatable, Sendable {
-    public enum Code: String, Sendable {
+    public enum Code: String, CaseIterable, Sendable {
         case invalidArgument = "INVALID_ARGUMENT"
         case notFound = "NOT_FOUND"
         case permissionDenied = "PERMISSION_DENIED"
+        /// The resource is in a state that does not allow the action (a process that has exited, a directory that
+        /// is not empty).
+        case conflict = "CONFLICT"
         case failedPrecondition = "FAILED_PRECONDITION"
+        case outOfRange = "OUT_OF_RANGE"
         case resourceExhausted = "RESOURCE_EXHAUSTED"
         case unavailable = "UNAVAILABLE"
         case `internal` = "INTERNAL"

@@ -19,7 +19,7 @@ public final class SandboxServer: Sendable {
     public let sandbox: Sandbox
     private let metrics: Metrics
     private let logger: Logger
-    private let readiness = FilesV1API.Readiness()
+    private let readiness = HealthV1API.Readiness()
     /// Listeners beside the HTTP front (gRPC), driven by `shutdown` with it.
     private let fronts = Mutex<[any ServerFront]>([])
 
@@ -76,10 +76,9 @@ public final class SandboxServer: Sendable {
             maxOutputBytes: options.maxOutputBytes, maxBodyBytes: options.maxBodyBytes,
             streamBufferBytes: options.streamBufferBytes
         ).register(in: &router)
-        FilesV1API(
-            root: root, metadataPrefix: options.metadataPrefix, readiness: readiness,
-            maxBodyBytes: options.maxBodyBytes
-        ).register(in: &router)
+        FilesV1API(root: root, maxBodyBytes: options.maxBodyBytes).register(in: &router)
+        HealthV1API(metadataPrefix: options.metadataPrefix, readiness: readiness, maxBodyBytes: options.maxBodyBytes)
+            .register(in: &router)
         var limits = ProcessTable.Limits()
         limits.outputBytes = options.replayBytes
         limits.retainedCount = options.keepFinished

@@ -1,6 +1,10 @@
+import FoundationEssentials
 import Synchronization
 
-extension FilesV1API {
+/// The v1 endpoints about the server itself: `GET /v1/health` (`{"status": "ok", "uptime_seconds": N}`, 503 once
+/// shutdown began) and `GET /v1/metadata` (the sandbox's `SANDBOX_*` environment variables), as the Go daemon
+/// serves them.
+public struct HealthV1API: Sendable {
     /// Whether the server still takes work, as `/v1/health` reports it. The server marks it stopping when shutdown
     /// begins, before it stops accepting connections, so a probe on an open connection sees 503 for the whole
     /// shutdown (the Go daemon's `SetReady(false)`). A separate object because the routes are built before the HTTP
@@ -23,9 +27,38 @@ extension FilesV1API {
         "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CRED", "KEY", "AUTH", "BEARER", "PRIVATE", "CERT",
     ]
 
+    let readiness: Readiness
+    /// `/v1/metadata`'s answer, computed once: the environment does not change after start.
+    let metadata: JSONValue
+    let started = ContinuousClock.now
+    /// Bytes of a body read into memory (these routes take none).
+    let maxBodyBytes: Int
+
+    /// - Parameters:
+    ///   - metadataPrefix: only environment variables starting with it are served on `/v1/metadata`; blank means
+    ///     `SANDBOX_`.
+    ///   - environment: what `/v1/metadata` filters.
+    ///   - readiness: `/v1/health` answers 503 once it says the server is stopping.
+    ///   - maxBodyBytes: the largest body read into memory (`--max-body-bytes`); 413 beyond.
+    public init(
+        metadataPrefix: String = Self.defaultMetadataPrefix,
+        environment: [String: String] = ProcessInfo.processInfo.environment, readiness: Readiness = Readiness(),
+        maxBodyBytes: Int
+    ) {
+        self.readiness = readiness
+        self.maxBodyBytes = maxBodyBytes
+        metadata = Self.metadata(environment: environment, prefix: metadataPrefix)
+    }
+
+    public func register(in router: inout Router) {
+        let body = BodyMode.buffered(limit: maxBodyBytes)
+        router.add(.init("GET", "/v1/health", body: body) { _, _ in health() })
+        router.add(.init("GET", "/v1/metadata", body: body) { _, _ in .response(.json(metadata)) })
+    }
+
     /// `GET /v1/health`: `{"status": "ok", "uptime_seconds": N}`, or 503 once the server is stopping.
     func health() -> Reply {
-        guard !readiness.isStopping else { return .failure(Self.failure(.unavailable, "sandboxd is shutting down")) }
+        guard !readiness.isStopping else { return .failure(V1Error.answer(.unavailable, "sandboxd is shutting down")) }
         let uptime = (ContinuousClock.now - started).components.seconds
         return .response(.json(["status": "ok", "uptime_seconds": .number(Double(uptime))]))
     }
