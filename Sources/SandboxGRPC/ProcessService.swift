@@ -54,12 +54,11 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
         let limit = sandbox.maxOutputBytes
         return try await withRPCCancellationHandler {
             var answer = Process_V1_ExecuteResponse()
-            var stdout = CappedBytes(limit: limit)
-            var stderr = CappedBytes(limit: limit)
+            var output = CollectedOutput(limit: limit)
             for await event in events {
                 switch event {
-                case .stdout(let bytes): stdout.append(bytes)
-                case .stderr(let bytes): stderr.append(bytes)
+                case .stdout(let bytes): output.append(bytes, from: .stdout)
+                case .stderr(let bytes): output.append(bytes, from: .stderr)
                 case .exit(let termination):
                     exited = true
                     answer.exitCode = Self.exitCode(termination)
@@ -69,8 +68,8 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
             if context.cancellation.isCancelled {
                 throw RPCError(code: .cancelled, message: "the call ended before the command did; its tree was killed")
             }
-            answer.stdout = Data(stdout.finish())
-            answer.stderr = Data(stderr.finish())
+            answer.stdout = Data(output.bytes(of: .stdout))
+            answer.stderr = Data(output.bytes(of: .stderr))
             return answer
         } onCancelRPC: {
             command.cancel()
@@ -88,15 +87,7 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
             case nil: throw RPCError(code: .invalidArgument, message: "the request has neither input nor eof")
             }
         } catch let error as RunningCommand.StdinError {
-            switch error {
-            case .notOpen:
-                throw RPCError(
-                    code: .failedPrecondition, message: "process \(request.processID) has no open stdin")
-            case .full:
-                throw RPCError(
-                    code: .resourceExhausted,
-                    message: "process \(request.processID) is not reading its stdin: too many bytes are waiting")
-            }
+            throw RPCError(SandboxError(error, process: String(request.processID)))
         }
         return Process_V1_WriteStdinResponse()
     }
@@ -125,7 +116,7 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
         let size = TerminalSize(
             columns: UInt16(clamping: max(1, request.cols)), rows: UInt16(clamping: max(1, request.rows)))
         guard command.resize(to: size) else {
-            throw RPCError(code: .failedPrecondition, message: "process \(request.processID) has no pty")
+            throw RPCError(SandboxError(.noTerminal, process: String(request.processID)))
         }
         return Process_V1_ResizeTTYResponse()
     }
@@ -135,7 +126,7 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
         do {
             return try sandbox.command(
                 config.command, cwd: config.hasCwd ? config.cwd : nil,
-                variables: config.envVars.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+                variables: config.envVars.sorted { $0.key < $1.key }.map { ($0.key, $0.value as String?) })
         } catch {
             throw RPCError(error)
         }
@@ -143,7 +134,7 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
 
     private func run(_ spec: CommandSpec, _ events: CommandEvents) throws(RPCError) -> RunningCommand {
         do {
-            let command = try sandbox.start(spec, sink: events.sink)
+            let command = try sandbox.run(spec, sink: events.sink)
             events.attach(command)
             return command
         } catch {
@@ -179,35 +170,6 @@ final class StartedProcesses: Sendable {
             throw RPCError(code: .notFound, message: "process \(id) not found (it has ended, or never existed)")
         }
         return command
-    }
-}
-
-/// Output kept up to a limit; the cut is marked at the end, as `/execute` marks it.
-struct CappedBytes {
-    let limit: Int
-    private var bytes: [UInt8] = []
-    private var cut = false
-
-    init(limit: Int) {
-        self.limit = limit
-    }
-
-    mutating func append(_ chunk: [UInt8]) {
-        guard !cut else { return }
-        if bytes.count + chunk.count > limit {
-            bytes += chunk.prefix(limit - bytes.count)
-            cut = true
-        } else {
-            bytes += chunk
-        }
-    }
-
-    mutating func finish() -> [UInt8] {
-        if cut {
-            if bytes.last != 0x0A { bytes.append(0x0A) }
-            bytes += Array("[output truncated: more than \(limit) bytes]\n".utf8)
-        }
-        return bytes
     }
 }
 

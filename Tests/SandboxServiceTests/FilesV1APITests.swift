@@ -54,7 +54,7 @@ struct FilesV1APITests {
             (.noSpace, 507, "RESOURCE_EXHAUSTED"), (.other("Input/output error"), 500, "INTERNAL"),
         ]
         for (error, status, code) in expected {
-            let mapped = V1Error.answer(FileError(error, path: "dir/file.txt"))
+            let mapped = V1Error.answer(SandboxError(FileError(error, path: "dir/file.txt")))
             #expect(mapped.status == status, "\(error)")
             #expect(mapped.body["code"] == .string(code), "\(error)")
             let message = try #require(
@@ -101,9 +101,11 @@ struct FilesV1APITests {
     }
 
     @Test("health is ok until the server is stopping, then 503 UNAVAILABLE")
-    func health() {
-        let readiness = HealthV1API.Readiness()
-        let api = HealthV1API(environment: [:], readiness: readiness, maxBodyBytes: 1 << 20)
+    func health() throws {
+        let directory = try TemporaryDirectory("sandboxd-v1-health")
+        defer { directory.remove() }
+        let sandbox = try directory.sandbox()
+        let api = HealthV1API(sandbox: sandbox, environment: [:], maxBodyBytes: 1 << 20)
         guard case .response(let ok) = api.health(), case .bytes(let body) = ok.body else {
             Issue.record("health did not answer at once")
             return
@@ -111,7 +113,7 @@ struct FilesV1APITests {
         #expect(ok.status == 200)
         #expect(JSONValue.parse(body)?["status"] == "ok")
         #expect(JSONValue.parse(body)?["uptime_seconds"] == .number(0))
-        readiness.markStopping()
+        sandbox.beginShutdown()
         guard case .response(let stopping) = api.health(), case .bytes(let stoppingBody) = stopping.body else {
             Issue.record("health did not answer at once")
             return

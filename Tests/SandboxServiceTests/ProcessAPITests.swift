@@ -9,15 +9,18 @@ private func decode(_ json: String) throws(APIError) -> StartRequest {
     try StartRequest.decode(Array(json.utf8))
 }
 
-/// The `code` and status of the error `json` is refused with; nil if it is accepted.
-private func refusal(_ json: String) -> (status: Int, code: String)? {
-    do {
-        _ = try decode(json)
-        return nil
-    } catch {
-        guard case .string(let code)? = error.body["code"] else { return (error.status, "?") }
-        return (error.status, code)
-    }
+/// The status and `code` `POST /v1/processes` answers `json` with, when it is refused; nil if a process started.
+private func refusal(_ json: String) throws -> (status: Int, code: String)? {
+    let directory = try TemporaryDirectory("sandboxd-process-start")
+    defer { directory.remove() }
+    let request = HTTPRequest(method: "POST", path: "/v1/processes", body: Array(json.utf8))
+    guard
+        case .response(let response) = ProcessesAPI(sandbox: try directory.sandbox(), maxBodyBytes: 1 << 20).start(
+            request),
+        case .bytes(let body) = response.body, response.status != 201
+    else { return nil }
+    guard case .string(let code)? = JSONValue.parse(body)?["code"] else { return (response.status, "?") }
+    return (response.status, code)
 }
 
 @Suite struct ProcessAPITests {
@@ -28,11 +31,7 @@ private func refusal(_ json: String) -> (status: Int, code: String)? {
         let directory = try TemporaryDirectory("sandboxd-process-routes")
         defer { directory.remove() }
         var router = Router()
-        ProcessesAPI(
-            table: SandboxService.ProcessTable(), root: try SandboxRoot(path: directory.path), environment: [],
-            maxBodyBytes: 1 << 20, streamBufferBytes: 1 << 20
-        )
-        .register(in: &router)
+        ProcessesAPI(sandbox: try directory.sandbox(), maxBodyBytes: 1 << 20).register(in: &router)
         return router
     }
 
@@ -168,20 +167,16 @@ private func refusal(_ json: String) -> (status: Int, code: String)? {
         #"{"command": "ls", "timeout": "1"}"#,
         #"{"command": "ls", "timeout": true}"#,
     ])
-    func invalidRequestsAreInvalidArguments(json: String) {
-        let refused = refusal(json)
+    func invalidRequestsAreInvalidArguments(json: String) throws {
+        let refused = try refusal(json)
         #expect(refused?.status == 400, "\(json)")
         #expect(refused?.code == "INVALID_ARGUMENT", "\(json)")
     }
 
     @Test func environmentChangesApplyOverTheBase() {
         let base = ["PATH=/bin", "HOME=/root", "A=old", "EMPTY="]
-        let changes: [StartRequest.EnvironmentChange] = [
-            .init(name: "A", value: "new"), .init(name: "HOME", value: nil), .init(name: "NEW", value: "x=y"),
-            .init(name: "GONE", value: nil), .init(name: "NEW", value: "z"),
-        ]
-        #expect(
-            StartRequest.environment(base: base, applying: changes) == ["PATH=/bin", "A=new", "EMPTY=", "NEW=z"])
-        #expect(StartRequest.environment(base: base, applying: []) == base)
+        let changes: [(String, String?)] = [("A", "new"), ("HOME", nil), ("NEW", "x=y"), ("GONE", nil), ("NEW", "z")]
+        #expect(Sandbox.environment(base: base, applying: changes) == ["PATH=/bin", "A=new", "EMPTY=", "NEW=z"])
+        #expect(Sandbox.environment(base: base, applying: []) == base)
     }
 }

@@ -21,12 +21,29 @@ import Testing
     }
 
     /// The gRPC front reports what the v1 HTTP API answers for the same failure: the same code and message (HTTP
-    /// only adds its status, 429 or 503 for the two kinds of exhaustion).
+    /// only adds its status, 429 or 503 with `Retry-After` for the two kinds of exhaustion).
     @Test(arguments: failures)
     func theV1APIAnswersTheSameCodeAndMessage(failure: SpawnError) {
         let core = SandboxError(failure)
-        let answer = ProcessesAPI.startError(.spawn(failure))
+        let answer = V1Error.answer(core)
         #expect(answer.body["code"] == .string(core.code.rawValue))
         #expect(answer.body["message"] == .string(core.message))
+        let retryAfter = answer.headers.first { $0.0 == "Retry-After" }?.1
+        switch failure {
+        case .tooManyProcesses: #expect(answer.status == 429 && retryAfter == nil)
+        case .resourcesExhausted: #expect(answer.status == 503 && retryAfter == "1")
+        default: #expect(answer.status == V1Error.status(of: core.code) && retryAfter == nil)
+        }
+    }
+
+    @Test func controlRefusalsAreConflictsButAFullStdin() {
+        let codes = [ManagedProcess.ControlError.exited, .stdinClosed, .noTerminal, .stdinFull].map {
+            SandboxError($0, process: "k3x9").code
+        }
+        #expect(codes == [.conflict, .conflict, .conflict, .resourceExhausted])
+        #expect(SandboxError(.exited, process: "k3x9").message == "process 'k3x9' has exited")
+        #expect(SandboxError(RunningCommand.StdinError.full, process: "3") == SandboxError(.stdinFull, process: "3"))
+        #expect(V1Error.answer(SandboxError(.stdinFull, process: "k3x9")).status == 429)
+        #expect(V1Error.answer(SandboxError(.noTerminal, process: "k3x9")).status == 409)
     }
 }

@@ -3,6 +3,8 @@ import Foundation
 import Glibc
 import Synchronization
 
+@testable import SandboxService
+
 /// A fresh directory per test under the system temp dir, removed by `remove()`. `path` is canonical (symlinks
 /// resolved), so it compares equal to what the server and the kernel report.
 struct TemporaryDirectory: Sendable {
@@ -30,6 +32,15 @@ struct TemporaryDirectory: Sendable {
 
     func remove() {
         try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+extension TemporaryDirectory {
+    /// The core over this directory, with a runner of its own and an empty environment, as the server assembles it.
+    func sandbox(maxOutputBytes: Int = 1 << 20) throws -> Sandbox {
+        Sandbox(
+            root: try SandboxRoot(path: path), runner: CommandRunner(), environment: [], maxOutputBytes: maxOutputBytes,
+            streamBufferBytes: 1 << 20)
     }
 }
 

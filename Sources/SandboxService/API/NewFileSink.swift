@@ -1,10 +1,10 @@
-/// The one upload sink of both APIs: a `FileTree.NewFile` behind the HTTP layer's `UploadSink`, with the API's own
-/// mapping of file errors to answers.
+/// The one upload sink of both APIs: the core's `Sandbox.NewFile` behind the HTTP layer's `UploadSink`, with the API's
+/// own mapping of core errors to answers.
 final class NewFileSink: UploadSink {
-    private let file: FileTree.NewFile
-    private let failure: @Sendable (FileError) -> APIError
+    private let file: Sandbox.NewFile
+    private let failure: @Sendable (SandboxError) -> APIError
 
-    init(file: FileTree.NewFile, failure: @escaping @Sendable (FileError) -> APIError) {
+    init(file: Sandbox.NewFile, failure: @escaping @Sendable (SandboxError) -> APIError) {
         self.file = file
         self.failure = failure
     }

@@ -2,6 +2,9 @@
 public enum Reply: Sendable {
     case response(HTTPResponse)
     case pending(PendingResponse)
+
+    /// The error's answer, now.
+    static func failure(_ error: APIError) -> Reply { .response(error.response) }
 }
 
 /// How the bridge receives a route's request body.

@@ -127,7 +127,7 @@ public final class ProcessTable: Sendable {
         runner.terminateAll(grace: grace)
     }
 
-    /// Refuses new processes from now on (503 at the API); running ones go on.
+    /// Refuses new processes from now on (`StartError.closed`); running ones go on.
     public func close() {
         state.withLock { $0.closed = true }
     }

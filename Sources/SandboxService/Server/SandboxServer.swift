@@ -12,14 +12,10 @@ public final class SandboxServer: Sendable {
     public let options: Options
     private let http: HTTPServer
     private let runner: CommandRunner
-    /// Background processes (`/v1/processes`); shutdown closes the table to new ones, and ends the running ones with
-    /// every other command (`CommandRunner.terminateAll`).
-    public let processes: ProcessTable
-    /// The core every front calls into.
+    /// The core every front calls into; shutdown begins with it (no new background process, health says so).
     public let sandbox: Sandbox
     private let metrics: Metrics
     private let logger: Logger
-    private let readiness = HealthV1API.Readiness()
     /// Listeners beside the HTTP front (gRPC), driven by `shutdown` with it.
     private let fronts = Mutex<[any ServerFront]>([])
 
@@ -38,9 +34,14 @@ public final class SandboxServer: Sendable {
         let environment = ProcessInfo.processInfo.environment
             .filter { !options.secretVariables.contains($0.key) }
             .map { "\($0.key)=\($0.value)" }
+        var limits = ProcessTable.Limits()
+        limits.outputBytes = options.replayBytes
+        limits.retainedCount = options.keepFinished
+        // Capped at ~31 years, as the I/O loop's timers are: a Duration of any Double would overflow.
+        limits.retention = .seconds(min(options.keepFinishedFor, 1e9))
         sandbox = Sandbox(
             root: root, runner: runner, environment: environment, maxOutputBytes: options.maxOutputBytes,
-            streamBufferBytes: options.streamBufferBytes)
+            streamBufferBytes: options.streamBufferBytes, processLimits: limits)
         let runner = runner
         metrics = Metrics {
             var readings: [(String, String, String, Double)] = [
@@ -71,24 +72,12 @@ public final class SandboxServer: Sendable {
             return readings
         }
         var router = Router()
-        LegacyAPI(
-            root: root, runner: runner, maxTimeout: options.maxTimeout, environment: environment,
-            maxOutputBytes: options.maxOutputBytes, maxBodyBytes: options.maxBodyBytes,
-            streamBufferBytes: options.streamBufferBytes
-        ).register(in: &router)
-        FilesV1API(root: root, maxBodyBytes: options.maxBodyBytes).register(in: &router)
-        HealthV1API(metadataPrefix: options.metadataPrefix, readiness: readiness, maxBodyBytes: options.maxBodyBytes)
+        LegacyAPI(sandbox: sandbox, maxTimeout: options.maxTimeout, maxBodyBytes: options.maxBodyBytes)
             .register(in: &router)
-        var limits = ProcessTable.Limits()
-        limits.outputBytes = options.replayBytes
-        limits.retainedCount = options.keepFinished
-        // Capped at ~31 years, as the I/O loop's timers are: a Duration of any Double would overflow.
-        limits.retention = .seconds(min(options.keepFinishedFor, 1e9))
-        processes = ProcessTable(runner: runner, limits: limits)
-        ProcessesAPI(
-            table: processes, root: root, environment: environment, maxBodyBytes: options.maxBodyBytes,
-            streamBufferBytes: options.streamBufferBytes
-        ).register(in: &router)
+        FilesV1API(sandbox: sandbox, maxBodyBytes: options.maxBodyBytes).register(in: &router)
+        HealthV1API(sandbox: sandbox, metadataPrefix: options.metadataPrefix, maxBodyBytes: options.maxBodyBytes)
+            .register(in: &router)
+        ProcessesAPI(sandbox: sandbox, maxBodyBytes: options.maxBodyBytes).register(in: &router)
         OpenAPIDocument.register(in: &router, maxBodyBytes: options.maxBodyBytes)
         let metrics = metrics
         router.add(
@@ -132,8 +121,7 @@ public final class SandboxServer: Sendable {
     /// let running requests finish for up to `shutdownTimeout`, then SIGTERM and, 2 s later, SIGKILL every command
     /// tree still running (their clients get the resulting answer or `done` event), and stop the daemon.
     public func shutdown() {
-        readiness.markStopping()
-        processes.close()
+        sandbox.beginShutdown()
         let fronts = fronts.withLock { $0 }
         http.quiesce()
         fronts.forEach { $0.quiesce() }

@@ -64,6 +64,12 @@ struct ExecuteOutput {
     }
 }
 
+extension ExecuteOutput: CommandOutput {
+    mutating func append(_ bytes: [UInt8], from channel: OutputChannel) {
+        append(bytes, toStdout: channel == .stdout)
+    }
+}
+
 /// The inside of a JSON string built from raw bytes that arrive in pieces.
 struct JSONTextBuilder {
     /// Why the text was cut.

@@ -4,19 +4,14 @@ extension LegacyAPI {
     /// `POST /execute`: runs the command and answers when it has exited and its output is drained.
     func execute(_ request: HTTPRequest) -> Reply {
         let pending = PendingResponse()
-        let output = Mutex(ExecuteOutput(limit: maxOutputBytes))
         let launch: Launch
-        do {
-            launch = try self.launch(request) { timeout in
-                { event in
-                    switch event {
-                    case .stdout(let bytes): output.withLock { $0.append(bytes, toStdout: true) }
-                    case .stderr(let bytes): output.withLock { $0.append(bytes, toStdout: false) }
-                    case .exit(let termination):
-                        var captured = output.withLock { $0.take() }
-                        if termination.timedOut { captured.appendLine(Self.timeoutMessage(timeout), toStdout: false) }
-                        pending.complete(Self.executeResponse(consume captured, termination))
-                    }
+        do throws(APIError) {
+            launch = try self.launch(request) { spec, timeout throws(SandboxError) in
+                try sandbox.run(spec, collecting: ExecuteOutput(limit: sandbox.maxOutputBytes)) {
+                    (output: consuming ExecuteOutput, termination: Termination) in
+                    var captured = output.take()
+                    if termination.timedOut { captured.appendLine(Self.timeoutMessage(timeout), toStdout: false) }
+                    pending.complete(Self.executeResponse(consume captured, termination))
                 }
             }
         } catch {
@@ -27,7 +22,7 @@ extension LegacyAPI {
             pending.onClientGone { command.cancel() }
             return .pending(pending)
         case .failed(let message, let exitCode):
-            var captured = ExecuteOutput(limit: maxOutputBytes)
+            var captured = ExecuteOutput(limit: sandbox.maxOutputBytes)
             captured.append(Array(message.utf8), toStdout: false)
             return .response(Self.executeResponse(captured, Termination(exitCode: exitCode)))
         }
@@ -35,12 +30,12 @@ extension LegacyAPI {
 
     /// `POST /execute/stream`: the command's output as Server-Sent Events, one line per event, then `done`.
     func executeStream(_ request: HTTPRequest) -> Reply {
-        let stream = EventStream(highWater: streamBufferBytes)
+        let stream = EventStream(highWater: sandbox.streamBufferBytes)
         let splitters = Mutex((stdout: LineSplitter(), stderr: LineSplitter()))
         let launch: Launch
-        do {
-            launch = try self.launch(request) { timeout in
-                { event in
+        do throws(APIError) {
+            launch = try self.launch(request) { spec, timeout throws(SandboxError) in
+                try sandbox.run(spec) { event in
                     switch event {
                     case .stdout(let bytes):
                         let lines = splitters.withLock { $0.stdout.feed(bytes) }
@@ -78,12 +73,12 @@ extension LegacyAPI {
         case failed(message: String, exitCode: Int32)
     }
 
-    /// Validates the body, splits the command line and starts it with the sink `makeSink` builds for the
-    /// effective timeout.
+    /// Validates the body, splits the command line as the reference does (its messages for a line that does not
+    /// parse) and starts the command in the root with `run`, given the effective timeout.
     /// - Throws: a 422 `APIError` for an invalid body; 429 when `--max-processes` commands run, 503 (with
     ///   `Retry-After`) when the system has no resources to start it: nothing was started then.
     private func launch(
-        _ request: HTTPRequest, makeSink: (Double) -> @Sendable (CommandEvent) -> Void
+        _ request: HTTPRequest, run: (CommandSpec, Double) throws(SandboxError) -> RunningCommand
     ) throws(APIError) -> Launch {
         let body = try ExecuteRequest.decode(request.body, contentType: request.headers["content-type"])
         let argv: [String]
@@ -97,23 +92,28 @@ extension LegacyAPI {
             return .failed(message: "Failed to execute command: embedded null byte", exitCode: 1)
         }
         let timeout = min(body.timeout ?? maxTimeout, maxTimeout)
-        var spec = CommandSpec(argv: argv, cwd: root.path, environment: environment, timeout: timeout)
-        spec.directory = root.descriptor
         do {
-            return .started(try runner.start(spec, sink: makeSink(timeout)))
-        } catch .tooManyProcesses(let limit) {
-            throw .detail(429, "Too many processes: \(limit) are running (--max-processes); retry when one has ended.")
-        } catch .resourcesExhausted(let what, let code) {
-            throw Self.resourcesExhausted(.resourcesExhausted(what, code))
+            return .started(try run(try sandbox.command(argv, cwd: nil, variables: [], timeout: timeout), timeout))
         } catch {
-            return .failed(message: error.message, exitCode: error.exitCode)
+            return try Self.launchFailure(error)
         }
     }
 
-    /// 503 with `Retry-After`: the system (or sandboxd's share of it) is out of what a command needs.
-    static func resourcesExhausted(_ error: SpawnError) -> APIError {
-        .detail(
-            503, "Cannot start the command now: \(error.message). Retry later.", headers: [("Retry-After", "1")])
+    /// The one place where a command that could not be started becomes this API's answer: an exit code and its
+    /// message, as a shell reports them, or an error when the server has no room for it now.
+    static func launchFailure(_ error: SandboxError) throws(APIError) -> Launch {
+        switch error.cause {
+        case .spawn(.tooManyProcesses(let limit))?:
+            throw .detail(429, "Too many processes: \(limit) are running (--max-processes); retry when one has ended.")
+        case .spawn(.resourcesExhausted(let what, let code))?:
+            throw .detail(
+                503, "Cannot start the command now: \(SpawnError.resourcesExhausted(what, code).message). Retry later.",
+                headers: [("Retry-After", "1")])
+        case .spawn(let failure)?:
+            return .failed(message: failure.message, exitCode: failure.exitCode)
+        default:
+            return .failed(message: "Failed to execute command: \(error.message)", exitCode: 1)
+        }
     }
 
     static func sendDone(_ termination: Termination, to stream: EventStream) {

@@ -2,7 +2,7 @@ extension LegacyAPI {
     /// `GET /download/{path}`: the file's bytes, sent from the descriptor the Files layer opened.
     func download(_ path: String) -> Reply {
         let file: (fd: Int32, status: FileTree.Status)
-        do { file = try files.openFile(path) } catch { return .failure(Self.failure(error, .download)) }
+        do { file = try sandbox.openFile(path) } catch { return .failure(Self.failure(error, .download)) }
         return .response(
             HTTPResponse(
                 status: 200,
@@ -17,7 +17,7 @@ extension LegacyAPI {
     /// left out otherwise).
     func list(_ path: String) -> Reply {
         let entries: [FileTree.Entry]
-        do { entries = try files.list(path) } catch { return .failure(Self.failure(error, .list)) }
+        do { entries = try sandbox.list(path) } catch { return .failure(Self.failure(error, .list)) }
         return .response(
             .json(
                 .array(
@@ -36,7 +36,7 @@ extension LegacyAPI {
     /// `GET /exists/{path}`.
     func exists(_ path: String) -> Reply {
         let exists: Bool
-        do { exists = try files.exists(path) } catch { return .failure(Self.failure(error, .exists)) }
+        do { exists = try sandbox.exists(path) } catch { return .failure(Self.failure(error, .exists)) }
         return .response(.json(["path": .string(path), "exists": .bool(exists)]))
     }
 
@@ -47,13 +47,12 @@ extension LegacyAPI {
         let relative = String(filename.drop(while: { $0 == "/" }))
         let destination: FileTree.Destination
         do {
-            destination = try files.destination(relative)
+            destination = try sandbox.destination(relative)
         } catch {
-            switch error.code {
-            case .escapesRoot, .tooManyLinks, .invalidPath: throw Self.failure(error, .upload)
-            case .isADirectory where Self.namesNoFile(relative):
+            switch error.cause {
+            case .file(.isADirectory)? where Self.namesNoFile(relative):
                 throw .message(400, "Invalid filename '\(filename)': it must name a file")
-            case .isADirectory: throw .message(400, "Invalid filename '\(filename)': it is a directory")
+            case .file(.isADirectory)?: throw .message(400, "Invalid filename '\(filename)': it is a directory")
             default: throw Self.failure(error, .upload)
             }
         }
@@ -62,7 +61,7 @@ extension LegacyAPI {
         }
         do {
             return NewFileSink(
-                file: try files.create(destination, permissions: nil), failure: { Self.failure($0, .upload) })
+                file: try sandbox.create(destination, permissions: nil), failure: { Self.failure($0, .upload) })
         } catch {
             throw Self.failure(error, .upload)
         }
@@ -81,12 +80,14 @@ extension LegacyAPI {
     /// messages.
     enum FileEndpoint { case download, list, exists, upload }
 
-    static func failure(_ error: FileError, _ endpoint: FileEndpoint) -> APIError {
-        switch (error.code, endpoint) {
+    static func failure(_ error: SandboxError, _ endpoint: FileEndpoint) -> APIError {
+        guard case .file(let code)? = error.cause else { return .message(500, error.message) }
+        let path = error.path ?? ""
+        switch (code, endpoint) {
         case (.escapesRoot, _): return accessDenied
-        case (.tooManyLinks, _): return .message(400, "Too many levels of symbolic links in '\(error.path)'")
-        case (.invalidPath, _): return .message(400, "Invalid path '\(error.path)'")
-        case (.nameTooLong, .upload): return .message(400, "Invalid filename '\(error.path.prefix(100))…': too long")
+        case (.tooManyLinks, _): return .message(400, "Too many levels of symbolic links in '\(path)'")
+        case (.invalidPath, _): return .message(400, "Invalid path '\(path)'")
+        case (.nameTooLong, .upload): return .message(400, "Invalid filename '\(path.prefix(100))…': too long")
         case (.permissionDenied, .upload): return .message(403, "File upload failed: permission denied")
         case (.noSpace, .upload): return .message(507, "File upload failed: no space left on device")
         case (.notADirectory, .upload):

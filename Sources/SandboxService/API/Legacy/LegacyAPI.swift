@@ -1,37 +1,19 @@
 /// The python-runtime-sandbox contract: `/`, `/execute`, `/execute/stream`, `/upload`, `/download`, `/list`,
-/// `/exists`, with the reference's paths, fields, status codes and error shapes.
+/// `/exists`, with the reference's paths, fields, status codes and error shapes, over the core.
 public struct LegacyAPI: Sendable {
-    let root: SandboxRoot
-    /// Every file access of the file endpoints.
-    let files: FileTree
-    let runner: CommandRunner
+    let sandbox: Sandbox
     /// Cap and default for command timeouts, in seconds.
     let maxTimeout: Double
-    /// The environment every command gets, as `KEY=value`.
-    let environment: [String]
-    /// Bytes of stdout and of stderr `/execute` keeps per command.
-    let maxOutputBytes: Int
     /// Bytes of a request body read into memory (the JSON of `/execute`); 413 beyond.
     let maxBodyBytes: Int
-    /// Bytes buffered for a slow `/execute/stream` client before the command's output is no longer read.
-    let streamBufferBytes: Int
 
     /// - Parameters:
+    ///   - maxTimeout: cap and default for command timeouts, in seconds (`--max-timeout`).
     ///   - maxBodyBytes: the largest body read into memory (`--max-body-bytes`).
-    ///   - streamBufferBytes: output buffered for one `/execute/stream` client before the command is paused
-    ///     (`--stream-buffer-bytes`).
-    public init(
-        root: SandboxRoot, runner: CommandRunner, maxTimeout: Double, environment: [String],
-        maxOutputBytes: Int = 16 << 20, maxBodyBytes: Int, streamBufferBytes: Int
-    ) {
-        self.root = root
-        files = FileTree(root: root)
-        self.runner = runner
+    public init(sandbox: Sandbox, maxTimeout: Double, maxBodyBytes: Int) {
+        self.sandbox = sandbox
         self.maxTimeout = maxTimeout
-        self.environment = environment
-        self.maxOutputBytes = maxOutputBytes
         self.maxBodyBytes = maxBodyBytes
-        self.streamBufferBytes = streamBufferBytes
     }
 
     public func register(in router: inout Router) {
@@ -49,8 +31,4 @@ public struct LegacyAPI: Sendable {
         router.add(.init("GET", "/list/{path...}", body: body) { request, _ in list(request.parameters["path"]) })
         router.add(.init("GET", "/exists/{path...}", body: body) { request, _ in exists(request.parameters["path"]) })
     }
-}
-
-extension Reply {
-    static func failure(_ error: APIError) -> Reply { .response(error.response) }
 }

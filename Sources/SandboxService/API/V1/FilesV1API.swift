@@ -1,13 +1,13 @@
 /// The files part of agent-sandbox's sandboxd v1 REST surface (KEP-539.2): `GET`/`HEAD`/`PUT`/`DELETE
 /// /v1/files/{path}`, with the Go daemon's JSON shapes, status codes and `{"code": …, "message": …}` errors.
 public struct FilesV1API: Sendable {
-    let tree: FileTree
+    let sandbox: Sandbox
     /// Bytes of a body read into memory (none of these routes takes one but `PUT`, which streams it to disk).
     let maxBodyBytes: Int
 
     /// - Parameter maxBodyBytes: the largest body read into memory (`--max-body-bytes`); 413 beyond.
-    public init(root: SandboxRoot, maxBodyBytes: Int) {
-        tree = FileTree(root: root)
+    public init(sandbox: Sandbox, maxBodyBytes: Int) {
+        self.sandbox = sandbox
         self.maxBodyBytes = maxBodyBytes
     }
 
@@ -25,7 +25,7 @@ public struct FilesV1API: Sendable {
     func get(_ request: HTTPRequest) -> Reply {
         let path = request.parameters["path"]
         let contents: FileTree.Contents
-        do { contents = try tree.read(path) } catch { return .failure(V1Error.answer(error)) }
+        do { contents = try sandbox.read(path) } catch { return .failure(V1Error.answer(error)) }
         switch contents {
         case .file(let fd, let status):
             return .response(Self.fileResponse(fd: fd, status: status, headers: request.headers))
@@ -44,12 +44,12 @@ public struct FilesV1API: Sendable {
             throw V1Error.answer(.invalidArgument, "mode \"\(mode)\" must match ^0[0-7]{3}$")
         }
         let destination: FileTree.Destination
-        do { destination = try tree.destination(path) } catch { throw V1Error.answer(error) }
-        let tree = self.tree
+        do { destination = try sandbox.destination(path) } catch { throw V1Error.answer(error) }
+        let sandbox = self.sandbox
         let open: @Sendable () throws(APIError) -> any UploadSink = { () throws(APIError) in
-            do throws(FileError) {
+            do throws(SandboxError) {
                 return NewFileSink(
-                    file: try tree.create(destination, permissions: permissions), failure: V1Error.answer)
+                    file: try sandbox.create(destination, permissions: permissions), failure: V1Error.answer)
             } catch {
                 throw V1Error.answer(error)
             }
@@ -75,7 +75,7 @@ public struct FilesV1API: Sendable {
         guard let recursive = Self.boolean(text) else {
             return .failure(V1Error.answer(.invalidArgument, "recursive \"\(text)\" must be a boolean"))
         }
-        do { try tree.remove(path, recursive: recursive) } catch { return .failure(V1Error.answer(error)) }
+        do { try sandbox.remove(path, recursive: recursive) } catch { return .failure(V1Error.answer(error)) }
         return .response(HTTPResponse(status: 204, body: .bytes([])))
     }
 

@@ -1,24 +1,9 @@
 import FoundationEssentials
-import Synchronization
 
 /// The v1 endpoints about the server itself: `GET /v1/health` (`{"status": "ok", "uptime_seconds": N}`, 503 once
 /// shutdown began) and `GET /v1/metadata` (the sandbox's `SANDBOX_*` environment variables), as the Go daemon
 /// serves them.
 public struct HealthV1API: Sendable {
-    /// Whether the server still takes work, as `/v1/health` reports it. The server marks it stopping when shutdown
-    /// begins, before it stops accepting connections, so a probe on an open connection sees 503 for the whole
-    /// shutdown (the Go daemon's `SetReady(false)`). A separate object because the routes are built before the HTTP
-    /// server that will be stopped.
-    public final class Readiness: Sendable {
-        private let stopping = Atomic(false)
-
-        public init() {}
-
-        public var isStopping: Bool { stopping.load(ordering: .acquiring) }
-
-        public func markStopping() { stopping.store(true, ordering: .releasing) }
-    }
-
     public static let defaultMetadataPrefix = "SANDBOX_"
 
     /// Name fragments that mark a variable as a credential; such variables are never served, whatever their prefix.
@@ -27,7 +12,7 @@ public struct HealthV1API: Sendable {
         "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CRED", "KEY", "AUTH", "BEARER", "PRIVATE", "CERT",
     ]
 
-    let readiness: Readiness
+    let sandbox: Sandbox
     /// `/v1/metadata`'s answer, computed once: the environment does not change after start.
     let metadata: JSONValue
     let started = ContinuousClock.now
@@ -35,17 +20,18 @@ public struct HealthV1API: Sendable {
     let maxBodyBytes: Int
 
     /// - Parameters:
+    ///   - sandbox: `/v1/health` answers 503 once its shutdown has begun: the server begins it before it stops
+    ///     accepting connections, so a probe on an open connection sees 503 for the whole shutdown (the Go daemon's
+    ///     `SetReady(false)`).
     ///   - metadataPrefix: only environment variables starting with it are served on `/v1/metadata`; blank means
     ///     `SANDBOX_`.
     ///   - environment: what `/v1/metadata` filters.
-    ///   - readiness: `/v1/health` answers 503 once it says the server is stopping.
     ///   - maxBodyBytes: the largest body read into memory (`--max-body-bytes`); 413 beyond.
     public init(
-        metadataPrefix: String = Self.defaultMetadataPrefix,
-        environment: [String: String] = ProcessInfo.processInfo.environment, readiness: Readiness = Readiness(),
-        maxBodyBytes: Int
+        sandbox: Sandbox, metadataPrefix: String = Self.defaultMetadataPrefix,
+        environment: [String: String] = ProcessInfo.processInfo.environment, maxBodyBytes: Int
     ) {
-        self.readiness = readiness
+        self.sandbox = sandbox
         self.maxBodyBytes = maxBodyBytes
         metadata = Self.metadata(environment: environment, prefix: metadataPrefix)
     }
@@ -58,7 +44,7 @@ public struct HealthV1API: Sendable {
 
     /// `GET /v1/health`: `{"status": "ok", "uptime_seconds": N}`, or 503 once the server is stopping.
     func health() -> Reply {
-        guard !readiness.isStopping else { return .failure(V1Error.answer(.unavailable, "sandboxd is shutting down")) }
+        guard !sandbox.isStopping else { return .failure(V1Error.answer(.unavailable, "sandboxd is shutting down")) }
         let uptime = (ContinuousClock.now - started).components.seconds
         return .response(.json(["status": "ok", "uptime_seconds": .number(Double(uptime))]))
     }

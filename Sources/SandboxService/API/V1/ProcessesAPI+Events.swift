@@ -5,33 +5,30 @@ extension ProcessesAPI {
     /// `GET /v1/processes/{id}/events[?encoding=base64]`: the kept output, then live output, then `exit`, as
     /// Server-Sent Events. `Last-Event-ID` (or `?last_event_id=`, for clients that cannot set headers) resumes
     /// after that event.
-    func events(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
+    func events(_ process: ManagedProcess, _ request: HTTPRequest) throws(APIError) -> Reply {
         let encoding: EventSubscriber.Encoding
         switch request.query["encoding"] {
         case nil, "", "text"?, "utf-8"?: encoding = .text
         case "base64"?: encoding = .base64
-        case let other?: return .failure(Self.invalid("encoding \"\(other)\" must be text or base64"))
+        case let other?: throw Self.invalid("encoding \"\(other)\" must be text or base64")
         }
         var lastSeen: UInt64?
         let text = (request.headers["last-event-id"] ?? request.query["last_event_id"] ?? "")
             .trimmingWhitespace()
         if !text.isEmpty {
             guard Self.decimal(text, fraction: false) != nil, let id = UInt64(text) else {
-                return .failure(Self.invalid("Last-Event-ID \"\(text)\" must be an event id of this process"))
+                throw Self.invalid("Last-Event-ID \"\(text)\" must be an event id of this process")
             }
             lastSeen = id
         }
         let subscriber = EventSubscriber(process: process, encoding: encoding)
-        let stream = EventStream(holdsShutdown: false, highWater: streamBufferBytes, source: subscriber)
+        let stream = EventStream(holdsShutdown: false, highWater: sandbox.streamBufferBytes, source: subscriber)
         let start: (start: UInt64, missed: ClosedRange<UInt64>?, token: UInt64?)
-        do throws(ManagedProcess.UnknownEventID) {
+        do {
             // Weak: the process keeps the waker until the client leaves, and the stream lives as long as its response.
-            start = try process.follow(after: lastSeen) { [weak stream] in stream?.wake() }
+            start = try sandbox.follow(process, after: lastSeen) { [weak stream] in stream?.wake() }
         } catch {
-            return .failure(
-                Self.invalid(
-                    "Last-Event-ID \(lastSeen ?? 0) is not an event of process '\(process.id)' "
-                        + "(its newest is \(error.newest))"))
+            throw V1Error.answer(error)
         }
         subscriber.begin(after: start.start, token: start.token)
         if let missed = start.missed { stream.write(EventSubscriber.comment(missed: missed)) }

@@ -1,5 +1,6 @@
 extension ProcessesAPI {
-    /// The body of `POST /v1/processes`, validated; any problem is a 400 `INVALID_ARGUMENT` naming the field.
+    /// The body of `POST /v1/processes`, read: a field of the wrong type is a 400 `INVALID_ARGUMENT` naming it. What
+    /// the values mean (an empty command, a NUL byte, a variable name with `=`, the `cwd`) the core checks.
     struct StartRequest: Equatable {
         var argv: [String]
         /// Relative to the root, as sent; empty means the root.
@@ -61,10 +62,6 @@ extension ProcessesAPI {
             default:
                 throw invalid("\"command\" must be an array of strings or a string")
             }
-            guard let program = argv.first, !program.isEmpty else { throw invalid("\"command\" is empty") }
-            guard !argv.contains(where: { $0.utf8.contains(0) }) else {
-                throw invalid("\"command\" contains a NUL character")
-            }
             return argv
         }
 
@@ -73,13 +70,9 @@ extension ProcessesAPI {
             case nil, .null?: return []
             case .object(let members)?:
                 return try members.map { (name, value) throws(APIError) -> EnvironmentChange in
-                    guard !name.isEmpty, !name.utf8.contains(UInt8(ascii: "=")), !name.utf8.contains(0) else {
-                        throw invalid("\"env\" name \"\(name)\" is not a variable name")
-                    }
                     switch value {
                     case .null: return EnvironmentChange(name: name, value: nil)
-                    case .string(let text) where !text.utf8.contains(0):
-                        return EnvironmentChange(name: name, value: text)
+                    case .string(let text): return EnvironmentChange(name: name, value: text)
                     default: throw invalid("\"env\" value of \"\(name)\" must be a string (or null to unset it)")
                     }
                 }
@@ -113,27 +106,6 @@ extension ProcessesAPI {
             case .bool(let flag)?: return flag
             default: throw invalid("\"\(field)\" must be true or false")
             }
-        }
-
-        /// The command's environment: `base` (`KEY=value` strings) with the changes applied, in order.
-        static func environment(base: [String], applying changes: [EnvironmentChange]) -> [String] {
-            let changed = Dictionary(changes.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 })
-            var seen: Set<String> = []
-            var result: [String] = []
-            for entry in base {
-                let name = String(decoding: entry.utf8.prefix { $0 != UInt8(ascii: "=") }, as: UTF8.self)
-                guard let change = changed[name] else {
-                    result.append(entry)
-                    continue
-                }
-                seen.insert(name)
-                if let value = change { result.append("\(name)=\(value)") }
-            }
-            for change in changes where !seen.contains(change.name) {
-                seen.insert(change.name)
-                if let value = changed[change.name] ?? nil { result.append("\(change.name)=\(value)") }
-            }
-            return result
         }
     }
 

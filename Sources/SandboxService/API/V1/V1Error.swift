@@ -1,7 +1,6 @@
 /// The error answer of every v1 endpoint (files, processes, health): `{"code": "...", "message": "..."}`. The codes
-/// are the core's (`SandboxError.Code`, spelled as the Go daemon spells them), each with one status here; an
-/// endpoint gives another status only where the code's own does not say enough (a process limit is 429, a body too
-/// large 413).
+/// are the core's (`SandboxError.Code`, spelled as the Go daemon spells them), each with one status here; an answer
+/// has another status only where the code's own does not say enough (a process limit is 429, a body too large 413).
 enum V1Error {
     /// The status of each code, as the Go daemon's REST API answers it.
     static func status(of code: SandboxError.Code) -> Int {
@@ -33,19 +32,18 @@ enum V1Error {
             body: ["code": .string(code.rawValue), "message": .string(message)], headers: headers)
     }
 
-    /// The one place where file errors become v1 answers; the message names the request path, never a host path.
-    static func answer(_ error: FileError) -> APIError {
-        let code: SandboxError.Code =
-            switch error.code {
-            case .escapesRoot, .permissionDenied: .permissionDenied
-            case .tooManyLinks, .invalidPath, .nameTooLong, .isADirectory, .notADirectory, .unsupportedType:
-                .invalidArgument
-            case .notFound: .notFound
-            case .notEmpty, .isRoot: .conflict
-            case .noSpace: .resourceExhausted
-            case .other: .internal
-            }
-        return answer(code, error.message)
+    /// The one place where core errors become v1 answers: the code's status, except where the cause says more (the
+    /// process limit and a stdin the process does not read are 429; a lack of descriptors, processes or memory is
+    /// 503 with `Retry-After`, while `RESOURCE_EXHAUSTED` is otherwise 507, no space left).
+    static func answer(_ error: SandboxError) -> APIError {
+        switch error.cause {
+        case .spawn(.tooManyProcesses)?, .process(.stdinFull)?:
+            answer(error.code, error.message, status: 429)
+        case .spawn(.resourcesExhausted)?:
+            answer(error.code, error.message, status: 503, headers: [("Retry-After", "1")])
+        default:
+            answer(error.code, error.message)
+        }
     }
 
     /// An upload error in this shape: ours pass unchanged; the multipart reader's (`{"detail": …}`, or a 422 when
