@@ -79,14 +79,7 @@ public final class SandboxServer: Sendable {
             .register(in: &router)
         ProcessesAPI(sandbox: sandbox, maxBodyBytes: options.maxBodyBytes).register(in: &router)
         OpenAPIDocument.register(in: &router, maxBodyBytes: options.maxBodyBytes)
-        let metrics = metrics
-        router.add(
-            .init("GET", "/metrics", body: .buffered(limit: options.maxBodyBytes)) { _, _ in
-                .response(
-                    HTTPResponse(
-                        status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
-                        body: .bytes(Array(metrics.render().utf8))))
-            })
+        MetricsAPI(metrics: metrics, maxBodyBytes: options.maxBodyBytes).register(in: &router)
         var configuration = HTTPServer.Configuration(
             host: options.host, port: options.port, threads: options.threads,
             connectionLimit: options.maxConnections ?? DescriptorBudget.defaultConnectionCap,
