@@ -105,7 +105,7 @@ struct FilesV1APITests {
         let directory = try TemporaryDirectory("sandboxd-v1-health")
         defer { directory.remove() }
         let sandbox = try directory.sandbox()
-        let api = HealthV1API(sandbox: sandbox, environment: [:], maxBodyBytes: 1 << 20)
+        let api = HealthV1API(sandbox: sandbox, environment: [:])
         guard case .response(let ok) = api.health(), case .bytes(let body) = ok.body else {
             Issue.record("health did not answer at once")
             return

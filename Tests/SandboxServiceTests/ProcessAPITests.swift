@@ -15,7 +15,7 @@ private func refusal(_ json: String) throws -> (status: Int, code: String)? {
     defer { directory.remove() }
     let request = HTTPRequest(method: "POST", path: "/v1/processes", body: Array(json.utf8))
     guard
-        case .response(let response) = ProcessesAPI(sandbox: try directory.sandbox(), maxBodyBytes: 1 << 20).start(
+        case .response(let response) = ProcessesAPI(sandbox: try directory.sandbox()).start(
             request),
         case .bytes(let body) = response.body, response.status != 201
     else { return nil }
@@ -31,7 +31,7 @@ private func refusal(_ json: String) throws -> (status: Int, code: String)? {
         let directory = try TemporaryDirectory("sandboxd-process-routes")
         defer { directory.remove() }
         var router = Router()
-        ProcessesAPI(sandbox: try directory.sandbox(), maxBodyBytes: 1 << 20).register(in: &router)
+        ProcessesAPI(sandbox: try directory.sandbox()).register(in: &router)
         return router
     }
 

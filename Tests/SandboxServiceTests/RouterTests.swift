@@ -130,6 +130,20 @@ private func methodNotAllowed(allow: String) -> Outcome {
         #expect(outcome("GET", "/", router: Router()) == notFound)
     }
 
+    @Test func routesAddedByPatternReadABodyUpToTheRoutersLimit() {
+        var router = Router(maxBodyBytes: 300)
+        router.add("POST", "/x") { _, _ in .response(.json(["route": "x"])) }
+        router.add("PUT", "/y", body: .stream { () throws(APIError) in throw .notFound }) { _, _ in
+            .response(.json(["route": "y"]))
+        }
+        guard case .buffered(let limit) = router.routes[0].body, case .stream = router.routes[1].body else {
+            Issue.record("not the bodies asked for")
+            return
+        }
+        #expect(limit == 300)
+        #expect(Router().maxBodyBytes == 1 << 20)
+    }
+
     @Test func routesDefaultToA1MiBBufferedBody() {
         let route = Router.Route("POST", "/x") { _, _ in .response(.json(["route": "x"])) }
         guard case .buffered(let limit) = route.body else {

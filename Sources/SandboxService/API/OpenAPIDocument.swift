@@ -15,12 +15,10 @@ public enum OpenAPIDocument {
 
     private static let body = Array(json.utf8)
 
-    /// Adds `GET /openapi.json` (HEAD too, as for every GET route); a body is read up to `maxBodyBytes`.
-    public static func register(in router: inout Router, maxBodyBytes: Int) {
-        router.add(
-            .init("GET", "/openapi.json", body: .buffered(limit: maxBodyBytes)) { _, _ in
-                .response(
-                    HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(body)))
-            })
+    /// Adds `GET /openapi.json` (HEAD too, as for every GET route).
+    public static func register(in router: inout Router) {
+        router.add("GET", "/openapi.json") { _, _ in
+            .response(HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(body)))
+        }
     }
 }

@@ -82,10 +82,22 @@ public struct Router: Sendable {
     }
 
     public private(set) var routes: [Route] = []
+    /// Bytes of a body a route reads into memory unless it says otherwise (`--max-body-bytes`); 413 beyond.
+    public let maxBodyBytes: Int
 
-    public init() {}
+    public init(maxBodyBytes: Int = 1 << 20) {
+        self.maxBodyBytes = maxBodyBytes
+    }
 
     public mutating func add(_ route: Route) { routes.append(route) }
+
+    /// Adds a route whose body is read into memory up to `maxBodyBytes`, unless `body` says how it is received.
+    public mutating func add(
+        _ method: String, _ pattern: RoutePattern, body: BodyMode? = nil,
+        handler: @escaping @Sendable (HTTPRequest, UploadOutcome?) -> Reply
+    ) {
+        add(Route(method, pattern, body: body ?? .buffered(limit: maxBodyBytes), handler: handler))
+    }
 
     /// The route for `method` and `path`: HEAD is served by GET routes; a path known under other methods gives 405
     /// with `Allow` (the methods in the order their routes were added, HEAD after them where GET is one), an unknown

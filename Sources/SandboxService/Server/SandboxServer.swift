@@ -71,15 +71,13 @@ public final class SandboxServer: Sendable {
             }
             return readings
         }
-        var router = Router()
-        LegacyAPI(sandbox: sandbox, maxTimeout: options.maxTimeout, maxBodyBytes: options.maxBodyBytes)
-            .register(in: &router)
-        FilesV1API(sandbox: sandbox, maxBodyBytes: options.maxBodyBytes).register(in: &router)
-        HealthV1API(sandbox: sandbox, metadataPrefix: options.metadataPrefix, maxBodyBytes: options.maxBodyBytes)
-            .register(in: &router)
-        ProcessesAPI(sandbox: sandbox, maxBodyBytes: options.maxBodyBytes).register(in: &router)
-        OpenAPIDocument.register(in: &router, maxBodyBytes: options.maxBodyBytes)
-        MetricsAPI(metrics: metrics, maxBodyBytes: options.maxBodyBytes).register(in: &router)
+        var router = Router(maxBodyBytes: options.maxBodyBytes)
+        LegacyAPI(sandbox: sandbox, maxTimeout: options.maxTimeout).register(in: &router)
+        FilesV1API(sandbox: sandbox).register(in: &router)
+        HealthV1API(sandbox: sandbox, metadataPrefix: options.metadataPrefix).register(in: &router)
+        ProcessesAPI(sandbox: sandbox).register(in: &router)
+        OpenAPIDocument.register(in: &router)
+        MetricsAPI(metrics: metrics).register(in: &router)
         var configuration = HTTPServer.Configuration(
             host: options.host, port: options.port, threads: options.threads,
             connectionLimit: options.maxConnections ?? DescriptorBudget.defaultConnectionCap,

@@ -2,23 +2,17 @@
 /// /v1/files/{path}`, with the Go daemon's JSON shapes, status codes and `{"code": …, "message": …}` errors.
 public struct FilesV1API: Sendable {
     let sandbox: Sandbox
-    /// Bytes of a body read into memory (none of these routes takes one but `PUT`, which streams it to disk).
-    let maxBodyBytes: Int
 
-    /// - Parameter maxBodyBytes: the largest body read into memory (`--max-body-bytes`); 413 beyond.
-    public init(sandbox: Sandbox, maxBodyBytes: Int) {
+    public init(sandbox: Sandbox) {
         self.sandbox = sandbox
-        self.maxBodyBytes = maxBodyBytes
     }
 
     public func register(in router: inout Router) {
-        let body = BodyMode.buffered(limit: maxBodyBytes)
-        router.add(.init("GET", "/v1/files/{path...}", body: body) { request, _ in get(request) })
-        router.add(
-            .init("PUT", "/v1/files/{path...}", body: .perRequest(putBody)) { request, outcome in
-                putFinished(outcome, path: request.parameters["path"])
-            })
-        router.add(.init("DELETE", "/v1/files/{path...}", body: body) { request, _ in delete(request) })
+        router.add("GET", "/v1/files/{path...}") { request, _ in get(request) }
+        router.add("PUT", "/v1/files/{path...}", body: .perRequest(putBody)) { request, outcome in
+            putFinished(outcome, path: request.parameters["path"])
+        }
+        router.add("DELETE", "/v1/files/{path...}") { request, _ in delete(request) }
     }
 
     /// `GET /v1/files/{path}` (and HEAD): a file's bytes, or a directory's listing.

@@ -16,8 +16,6 @@ public struct HealthV1API: Sendable {
     /// `/v1/metadata`'s answer, computed once: the environment does not change after start.
     let metadata: JSONValue
     let started = ContinuousClock.now
-    /// Bytes of a body read into memory (these routes take none).
-    let maxBodyBytes: Int
 
     /// - Parameters:
     ///   - sandbox: `/v1/health` answers 503 once its shutdown has begun: the server begins it before it stops
@@ -26,20 +24,17 @@ public struct HealthV1API: Sendable {
     ///   - metadataPrefix: only environment variables starting with it are served on `/v1/metadata`; blank means
     ///     `SANDBOX_`.
     ///   - environment: what `/v1/metadata` filters.
-    ///   - maxBodyBytes: the largest body read into memory (`--max-body-bytes`); 413 beyond.
     public init(
         sandbox: Sandbox, metadataPrefix: String = Self.defaultMetadataPrefix,
-        environment: [String: String] = ProcessInfo.processInfo.environment, maxBodyBytes: Int
+        environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
         self.sandbox = sandbox
-        self.maxBodyBytes = maxBodyBytes
         metadata = Self.metadata(environment: environment, prefix: metadataPrefix)
     }
 
     public func register(in router: inout Router) {
-        let body = BodyMode.buffered(limit: maxBodyBytes)
-        router.add(.init("GET", "/v1/health", body: body) { _, _ in health() })
-        router.add(.init("GET", "/v1/metadata", body: body) { _, _ in .response(.json(metadata)) })
+        router.add("GET", "/v1/health") { _, _ in health() }
+        router.add("GET", "/v1/metadata") { _, _ in .response(.json(metadata)) }
     }
 
     /// `GET /v1/health`: `{"status": "ok", "uptime_seconds": N}`, or 503 once the server is stopping.

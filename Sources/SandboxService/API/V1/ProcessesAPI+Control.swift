@@ -1,40 +1,34 @@
 extension ProcessesAPI {
     /// How a `POST /v1/processes/{id}/stdin` body is received: into a sink that hands it to the process once
-    /// complete. The process, its stdin and the declared length are checked first, so a refused write reads no body.
-    func stdinBody(_ request: HTTPRequest) throws(APIError) -> BodyMode {
-        let process = try process(request)
-        try call { () throws(SandboxError) in try sandbox.requireStdin(process) }
-        if let length = request.headers["content-length"].flatMap({ Int($0) }), length > maxBodyBytes {
-            throw stdinTooLarge()
-        }
-        let tooLarge = stdinTooLarge()
-        return .stream(open: {
-            StdinBody(limit: maxBodyBytes, tooLarge: tooLarge) { (bytes) throws(APIError) in
-                do throws(SandboxError) {
-                    try sandbox.writeStdin(bytes, to: process)
-                } catch {
-                    throw V1Error.answer(error)
+    /// complete, `limit` bytes at most (413 beyond). The process, its stdin and the declared length are checked first,
+    /// so a refused write reads no body.
+    func stdinBody(limit: Int) -> @Sendable (HTTPRequest) throws(APIError) -> BodyMode {
+        // `RESOURCE_EXHAUSTED` is 507 (no space left) by its status; a body too large is a 413.
+        let tooLarge = V1Error.answer(
+            .resourceExhausted, "a stdin body may carry at most \(limit) bytes", status: 413)
+        return { request throws(APIError) in
+            let process = try process(request)
+            try call { () throws(SandboxError) in try sandbox.requireStdin(process) }
+            if let length = request.headers["content-length"].flatMap({ Int($0) }), length > limit { throw tooLarge }
+            return .stream(open: {
+                StdinBody(limit: limit, tooLarge: tooLarge) { (bytes) throws(APIError) in
+                    do throws(SandboxError) {
+                        try sandbox.writeStdin(bytes, to: process)
+                    } catch {
+                        throw V1Error.answer(error)
+                    }
                 }
-            }
-        })
-    }
-
-    /// `RESOURCE_EXHAUSTED` is 507 (no space left) by its status; a body too large is a 413.
-    private func stdinTooLarge() -> APIError {
-        V1Error.answer(.resourceExhausted, "a stdin body may carry at most \(maxBodyBytes) bytes", status: 413)
+            })
+        }
     }
 
     /// `POST /v1/processes/{id}/stdin`: the body was handed to the process when it was complete.
-    func stdinWritten(_ outcome: UploadOutcome?) throws(APIError) -> Reply {
-        switch outcome {
-        case .stored?: return .response(HTTPResponse(status: 204, body: .bytes([])))
-        case .failed(let error)?: throw error
-        case .missingField?, nil: throw V1Error.answer(.internal, "the stdin body was not received")
-        }
+    func written(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
+        .response(HTTPResponse(status: 204, body: .bytes([])))
     }
 
     /// `DELETE /v1/processes/{id}/stdin`: EOF once what was written is read (Ctrl-D on a terminal).
-    func closeStdin(_ process: ManagedProcess) throws(APIError) -> Reply {
+    func closeStdin(_ process: ManagedProcess, _ request: HTTPRequest) throws(APIError) -> Reply {
         try call { () throws(SandboxError) in try sandbox.closeStdin(of: process) }
         return .response(HTTPResponse(status: 204, body: .bytes([])))
     }

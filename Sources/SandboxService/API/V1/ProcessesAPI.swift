@@ -5,57 +5,42 @@ import FoundationEssentials
 /// `{"code": …, "message": …}`.
 public struct ProcessesAPI: Sendable {
     let sandbox: Sandbox
-    /// Bytes a body read into memory may have: the JSON of a start, signal or resize, and one `POST …/stdin`.
-    let maxBodyBytes: Int
 
-    /// - Parameter maxBodyBytes: the largest JSON body and stdin write (`--max-body-bytes`); 413 beyond.
-    public init(sandbox: Sandbox, maxBodyBytes: Int) {
+    public init(sandbox: Sandbox) {
         self.sandbox = sandbox
-        self.maxBodyBytes = maxBodyBytes
     }
 
+    /// Every handler of a process's endpoint takes the process and the request (`Handler`); bodies are read into
+    /// memory up to the router's `maxBodyBytes`, and a stdin body is streamed to the process under the same limit.
     public func register(in router: inout Router) {
-        let body = BodyMode.buffered(limit: maxBodyBytes)
-        router.add(.init("POST", "/v1/processes", body: body) { request, _ in start(request) })
-        router.add(.init("GET", "/v1/processes", body: body) { _, _ in list() })
-        router.add(
-            onProcess("GET", "/v1/processes/{id}") { process, _, _ in .response(.json(Self.json(process.snapshot))) })
-        router.add(onProcess("DELETE", "/v1/processes/{id}") { process, _, _ in delete(process) })
-        router.add(
-            onProcess("GET", "/v1/processes/{id}/events") { process, request, _ throws(APIError) in
-                try events(process, request)
-            })
-        router.add(
-            onProcess("GET", "/v1/processes/{id}/wait") { process, request, _ throws(APIError) in
-                try wait(process, request)
-            })
-        router.add(
-            onProcess("POST", "/v1/processes/{id}/stdin", body: .perRequest(stdinBody)) {
-                _, _, outcome throws(APIError) in try stdinWritten(outcome)
-            })
-        router.add(
-            onProcess("DELETE", "/v1/processes/{id}/stdin") { process, _, _ throws(APIError) in try closeStdin(process)
-            })
-        router.add(
-            onProcess("POST", "/v1/processes/{id}/signal") { process, request, _ throws(APIError) in
-                try signal(process, request)
-            })
-        router.add(
-            onProcess("POST", "/v1/processes/{id}/resize") { process, request, _ throws(APIError) in
-                try resize(process, request)
-            })
+        router.add("POST", "/v1/processes") { request, _ in start(request) }
+        router.add("GET", "/v1/processes") { _, _ in list() }
+        on(&router, "GET", "/v1/processes/{id}", show)
+        on(&router, "DELETE", "/v1/processes/{id}", delete)
+        on(&router, "GET", "/v1/processes/{id}/events", events)
+        on(&router, "GET", "/v1/processes/{id}/wait", wait)
+        on(
+            &router, "POST", "/v1/processes/{id}/stdin", body: .perRequest(stdinBody(limit: router.maxBodyBytes)),
+            written)
+        on(&router, "DELETE", "/v1/processes/{id}/stdin", closeStdin)
+        on(&router, "POST", "/v1/processes/{id}/signal", signal)
+        on(&router, "POST", "/v1/processes/{id}/resize", resize)
     }
 
-    /// A route on process `{id}`: the process is looked up first, so an unknown id is a 404 `NOT_FOUND` whatever else
-    /// is wrong with the request; an error `handle` throws is the answer. The body is read into memory up to
-    /// `maxBodyBytes` unless `body` says otherwise.
-    private func onProcess(
-        _ method: String, _ pattern: RoutePattern, body: BodyMode? = nil,
-        _ handle: @escaping @Sendable (ManagedProcess, HTTPRequest, UploadOutcome?) throws(APIError) -> Reply
-    ) -> Router.Route {
-        Router.Route(method, pattern, body: body ?? .buffered(limit: maxBodyBytes)) { request, outcome in
+    typealias Handler = @Sendable (ManagedProcess, HTTPRequest) throws(APIError) -> Reply
+
+    /// Adds a route on process `{id}`. The process is looked up first, so an unknown id is a 404 `NOT_FOUND` whatever
+    /// else is wrong with the request; then a streamed body that failed is the answer; then `handle` answers, its
+    /// error too.
+    private func on(
+        _ router: inout Router, _ method: String, _ pattern: RoutePattern, body: BodyMode? = nil,
+        _ handle: @escaping Handler
+    ) {
+        router.add(method, pattern, body: body) { request, outcome in
             do throws(APIError) {
-                return try handle(try process(request), request, outcome)
+                let process = try process(request)
+                if case .failed(let error)? = outcome { throw error }
+                return try handle(process, request)
             } catch {
                 return .failure(error)
             }
@@ -113,8 +98,13 @@ public struct ProcessesAPI: Sendable {
         .response(.json(["processes": .array(sandbox.listProcesses().map { Self.json($0.snapshot) })]))
     }
 
+    /// `GET /v1/processes/{id}`.
+    func show(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
+        .response(.json(Self.json(process.snapshot)))
+    }
+
     /// `DELETE /v1/processes/{id}`: kills the tree and forgets the process.
-    func delete(_ process: ManagedProcess) -> Reply {
+    func delete(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
         sandbox.remove(process)
         return .response(HTTPResponse(status: 204, body: .bytes([])))
     }
