@@ -9,38 +9,38 @@ struct FilesV1APITests {
         "mode must match ^0[0-7]{3}$; empty means 0644",
         arguments: [("", 0o644), ("0644", 0o644), ("0755", 0o755), ("0000", 0), ("0777", 0o777), ("0600", 0o600)])
     func validMode(text: String, expected: UInt32) {
-        #expect(FilesV1API.permissions(text) == expected)
+        #expect(V1API.permissions(text) == expected)
     }
 
     @Test(
         "other modes are refused",
         arguments: ["0999", "777", "abcd", "01777", "0x1ff", " 0644", "0644 ", "+644", "0٦٤٤"])
     func invalidMode(text: String) {
-        #expect(FilesV1API.permissions(text) == nil)
+        #expect(V1API.permissions(text) == nil)
     }
 
     @Test("octal permissions have four digits")
     func octal() {
-        #expect(FilesV1API.octal(0o644) == "0644")
-        #expect(FilesV1API.octal(0o7) == "0007")
-        #expect(FilesV1API.octal(0o4755) == "0755")
+        #expect(V1API.octal(0o644) == "0644")
+        #expect(V1API.octal(0o7) == "0007")
+        #expect(V1API.octal(0o4755) == "0755")
     }
 
     @Test("recursive is read as Go's strconv.ParseBool reads it")
     func boolean() {
-        for text in ["1", "t", "T", "true", "TRUE", "True"] { #expect(FilesV1API.boolean(text) == true) }
-        for text in ["", "0", "f", "F", "false", "FALSE", "False"] { #expect(FilesV1API.boolean(text) == false) }
-        for text in ["yes", "banana", "tRuE", " true"] { #expect(FilesV1API.boolean(text) == nil) }
+        for text in ["1", "t", "T", "true", "TRUE", "True"] { #expect(V1API.boolean(text) == true) }
+        for text in ["", "0", "f", "F", "false", "FALSE", "False"] { #expect(V1API.boolean(text) == false) }
+        for text in ["yes", "banana", "tRuE", " true"] { #expect(V1API.boolean(text) == nil) }
     }
 
     @Test("only multipart/form-data bodies are read as forms")
     func multipart() {
-        #expect(FilesV1API.isMultipart("multipart/form-data; boundary=x"))
-        #expect(FilesV1API.isMultipart("Multipart/Form-Data;boundary=x"))
-        #expect(!FilesV1API.isMultipart(nil))
-        #expect(!FilesV1API.isMultipart("application/octet-stream"))
-        #expect(!FilesV1API.isMultipart("application/x-www-form-urlencoded"))
-        #expect(!FilesV1API.isMultipart("multipart/mixed; boundary=x"))
+        #expect(V1API.isMultipart("multipart/form-data; boundary=x"))
+        #expect(V1API.isMultipart("Multipart/Form-Data;boundary=x"))
+        #expect(!V1API.isMultipart(nil))
+        #expect(!V1API.isMultipart("application/octet-stream"))
+        #expect(!V1API.isMultipart("application/x-www-form-urlencoded"))
+        #expect(!V1API.isMultipart("multipart/mixed; boundary=x"))
     }
 
     @Test("every file error has its code and status, and names the request path only")
@@ -88,16 +88,16 @@ struct FilesV1APITests {
             "sandbox_lower": "x", "MY_SANDBOX_X": "y",
         ]
         #expect(
-            HealthV1API.metadata(environment: environment, prefix: "SANDBOX_")
+            V1API.metadata(environment: environment, prefix: "SANDBOX_")
                 == ["env": ["SANDBOX_A": "first", "SANDBOX_ID": "sbx-123", "SANDBOX_WORKSPACE": "/workspace"]])
         #expect(
-            HealthV1API.metadata(environment: environment, prefix: "")
-                == HealthV1API.metadata(
+            V1API.metadata(environment: environment, prefix: "")
+                == V1API.metadata(
                     environment: environment, prefix: "SANDBOX_"))
         #expect(
-            HealthV1API.metadata(environment: ["APP_X": "1", "APP_KEY": "k"], prefix: "APP_") == ["env": ["APP_X": "1"]]
+            V1API.metadata(environment: ["APP_X": "1", "APP_KEY": "k"], prefix: "APP_") == ["env": ["APP_X": "1"]]
         )
-        #expect(HealthV1API.metadata(environment: [:], prefix: "SANDBOX_") == ["env": .object([])])
+        #expect(V1API.metadata(environment: [:], prefix: "SANDBOX_") == ["env": .object([])])
     }
 
     @Test("health is ok until the server is stopping, then 503 UNAVAILABLE")
@@ -105,7 +105,7 @@ struct FilesV1APITests {
         let directory = try TemporaryDirectory("sandboxd-v1-health")
         defer { directory.remove() }
         let sandbox = try directory.sandbox()
-        let api = HealthV1API(sandbox: sandbox, environment: [:])
+        let api = V1API(sandbox: sandbox, environment: [:])
         guard case .response(let ok) = api.health(), case .bytes(let body) = ok.body else {
             Issue.record("health did not answer at once")
             return
@@ -129,12 +129,12 @@ struct FilesV1APITests {
             status: .init(isDirectory: false, size: 12, modifiedSeconds: 784_111_777, permissions: 0o755))
         let directory = FileTree.Entry(
             name: "src", status: .init(isDirectory: true, size: 4096, modifiedSeconds: 0, permissions: 0o700))
-        let json = FilesV1API.listing(path: "work", entries: [entry, directory])
+        let json = V1API.listing(path: "work", entries: [entry, directory])
         #expect(
             String(decoding: json.encoded(), as: UTF8.self)
                 == #"{"path":"/work","entries":[{"name":"main.py","size":12,"type":"file","#
                 + #""modified_at":"1994-11-06T08:49:37Z","mode":"0755"},{"name":"src","size":4096,"#
                 + #""type":"directory","modified_at":"1970-01-01T00:00:00Z","mode":"0700"}]}"#)
-        #expect(FilesV1API.listing(path: "", entries: []) == ["path": "/", "entries": .array([])])
+        #expect(V1API.listing(path: "", entries: []) == ["path": "/", "entries": .array([])])
     }
 }

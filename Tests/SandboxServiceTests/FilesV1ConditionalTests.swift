@@ -4,7 +4,7 @@ import Testing
 
 @Suite("v1 files: Range, ETag and conditional requests")
 struct FilesV1ConditionalTests {
-    typealias RangeRequest = FilesV1API.RangeRequest
+    typealias RangeRequest = V1API.RangeRequest
 
     @Test(
         "single byte ranges",
@@ -49,7 +49,7 @@ struct FilesV1ConditionalTests {
     func etag() {
         let status = FileTree.Status(
             isDirectory: false, size: 11, modifiedSeconds: 1_700_000_000, modifiedNanoseconds: 5, permissions: 0o644)
-        let validators = FilesV1API.Validators(status)
+        let validators = V1API.Validators(status)
         #expect(validators.etag.hasPrefix("\"") && validators.etag.hasSuffix("\""))
         #expect(!validators.etag.hasPrefix("W/"))
         #expect(validators.lastModified == 1_700_000_000)
@@ -57,33 +57,33 @@ struct FilesV1ConditionalTests {
         later.modifiedNanoseconds += 1
         var longer = status
         longer.size += 1
-        #expect(FilesV1API.Validators(later).etag != validators.etag)
-        #expect(FilesV1API.Validators(longer).etag != validators.etag)
-        #expect(FilesV1API.Validators(status) == validators)
+        #expect(V1API.Validators(later).etag != validators.etag)
+        #expect(V1API.Validators(longer).etag != validators.etag)
+        #expect(V1API.Validators(status) == validators)
     }
 
     @Test("entity tag lists: quoted tags may hold commas, W/ marks weak ones, * matches anything")
     func entityTags() {
-        let tags = FilesV1API.EntityTags(#""a,b", W/"c" ,"d""#)
+        let tags = V1API.EntityTags(#""a,b", W/"c" ,"d""#)
         #expect(tags.tags.map(\.opaque) == [#""a,b""#, #""c""#, #""d""#])
         #expect(tags.tags.map(\.weak) == [false, true, false])
         #expect(tags.matches(#""c""#, weak: true))
         #expect(!tags.matches(#""c""#, weak: false))
         #expect(tags.matches(#""a,b""#, weak: false))
-        #expect(FilesV1API.EntityTags("*").matches(#""x""#, weak: false))
-        #expect(!FilesV1API.EntityTags("garbage").matches(#""x""#, weak: true))
+        #expect(V1API.EntityTags("*").matches(#""x""#, weak: false))
+        #expect(!V1API.EntityTags("garbage").matches(#""x""#, weak: true))
     }
 
     private let status = FileTree.Status(
         isDirectory: false, size: 100, modifiedSeconds: 784_111_777, modifiedNanoseconds: 123, permissions: 0o644)
 
-    private func answer(_ headers: [String: String]) -> FilesV1API.FileAnswer {
-        FilesV1API.answer(headers: headers, validators: FilesV1API.Validators(status), size: status.size)
+    private func answer(_ headers: [String: String]) -> V1API.FileAnswer {
+        V1API.answer(headers: headers, validators: V1API.Validators(status), size: status.size)
     }
 
     @Test("If-None-Match and If-Modified-Since give 304; If-None-Match wins over the date")
     func notModified() {
-        let etag = FilesV1API.Validators(status).etag
+        let etag = V1API.Validators(status).etag
         #expect(answer(["if-none-match": etag]) == .notModified)
         #expect(answer(["if-none-match": "W/\(etag)"]) == .notModified)
         #expect(answer(["if-none-match": "\"other\", \(etag)"]) == .notModified)
@@ -98,7 +98,7 @@ struct FilesV1ConditionalTests {
 
     @Test("If-Match and If-Unmodified-Since give 412")
     func preconditions() {
-        let etag = FilesV1API.Validators(status).etag
+        let etag = V1API.Validators(status).etag
         #expect(answer(["if-match": etag]) == .whole)
         #expect(answer(["if-match": "*"]) == .whole)
         #expect(answer(["if-match": "W/\(etag)"]) == .preconditionFailed)
@@ -110,7 +110,7 @@ struct FilesV1ConditionalTests {
 
     @Test("Range is honoured when If-Range names the current version, else the whole file is sent")
     func ifRange() {
-        let etag = FilesV1API.Validators(status).etag
+        let etag = V1API.Validators(status).etag
         #expect(answer(["range": "bytes=0-9"]) == .partial(offset: 0, length: 10))
         #expect(answer(["range": "bytes=0-9", "if-range": etag]) == .partial(offset: 0, length: 10))
         #expect(answer(["range": "bytes=0-9", "if-range": "\"old\""]) == .whole)

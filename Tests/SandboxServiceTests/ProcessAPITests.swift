@@ -3,7 +3,7 @@ import Testing
 
 @testable import SandboxService
 
-private typealias StartRequest = ProcessesAPI.StartRequest
+private typealias StartRequest = V1API.StartRequest
 
 private func decode(_ json: String) throws(APIError) -> StartRequest {
     try StartRequest.decode(Array(json.utf8))
@@ -15,8 +15,7 @@ private func refusal(_ json: String) throws -> (status: Int, code: String)? {
     defer { directory.remove() }
     let request = HTTPRequest(method: "POST", path: "/v1/processes", body: Array(json.utf8))
     guard
-        case .response(let response) = ProcessesAPI(sandbox: try directory.sandbox()).start(
-            request),
+        case .response(let response) = V1API(sandbox: try directory.sandbox(), environment: [:]).startProcess(request),
         case .bytes(let body) = response.body, response.status != 201
     else { return nil }
     guard case .string(let code)? = JSONValue.parse(body)?["code"] else { return (response.status, "?") }
@@ -31,7 +30,7 @@ private func refusal(_ json: String) throws -> (status: Int, code: String)? {
         let directory = try TemporaryDirectory("sandboxd-process-routes")
         defer { directory.remove() }
         var router = Router()
-        ProcessesAPI(sandbox: try directory.sandbox()).register(in: &router)
+        V1API(sandbox: try directory.sandbox(), environment: [:]).registerProcesses(in: &router)
         return router
     }
 

@@ -73,9 +73,7 @@ public final class SandboxServer: Sendable {
         }
         var router = Router(maxBodyBytes: options.maxBodyBytes)
         LegacyAPI(sandbox: sandbox, maxTimeout: options.maxTimeout).register(in: &router)
-        FilesV1API(sandbox: sandbox).register(in: &router)
-        HealthV1API(sandbox: sandbox, metadataPrefix: options.metadataPrefix).register(in: &router)
-        ProcessesAPI(sandbox: sandbox).register(in: &router)
+        V1API(sandbox: sandbox, metadataPrefix: options.metadataPrefix).register(in: &router)
         OpenAPIDocument.register(in: &router)
         MetricsAPI(metrics: metrics).register(in: &router)
         var configuration = HTTPServer.Configuration(

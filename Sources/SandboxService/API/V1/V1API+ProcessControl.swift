@@ -1,4 +1,4 @@
-extension ProcessesAPI {
+extension V1API {
     /// How a `POST /v1/processes/{id}/stdin` body is received: into a sink that hands it to the process once
     /// complete, `limit` bytes at most (413 beyond). The process, its stdin and the declared length are checked first,
     /// so a refused write reads no body.

@@ -1,4 +1,4 @@
-extension FilesV1API {
+extension V1API {
     /// A `Range` header (RFC 9110 §14.2) as sandboxd answers it: one byte range, or the whole file.
     enum RangeRequest: Equatable {
         /// No single usable range (none, malformed, another unit, or several ranges): the whole file, 200.
@@ -19,7 +19,7 @@ extension FilesV1API {
             }
             // `1#range-spec`: list elements are comma-separated with optional whitespace; empty ones are allowed.
             let specs = header[header.index(after: equals)...].split(separator: ",")
-                .map(FilesV1API.trimmed).filter { !$0.isEmpty }
+                .map(V1API.trimmed).filter { !$0.isEmpty }
             guard specs.count == 1, let dash = specs[0].firstIndex(of: "-") else {
                 self = .whole
                 return

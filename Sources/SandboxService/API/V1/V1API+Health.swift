@@ -1,9 +1,8 @@
 import FoundationEssentials
 
-/// The v1 endpoints about the server itself: `GET /v1/health` (`{"status": "ok", "uptime_seconds": N}`, 503 once
-/// shutdown began) and `GET /v1/metadata` (the sandbox's `SANDBOX_*` environment variables), as the Go daemon
-/// serves them.
-public struct HealthV1API: Sendable {
+/// The endpoints about the server itself: `GET /v1/health` (`{"status": "ok", "uptime_seconds": N}`, 503 once
+/// shutdown began) and `GET /v1/metadata` (the sandbox's `SANDBOX_*` environment variables).
+extension V1API {
     public static let defaultMetadataPrefix = "SANDBOX_"
 
     /// Name fragments that mark a variable as a credential; such variables are never served, whatever their prefix.
@@ -12,27 +11,7 @@ public struct HealthV1API: Sendable {
         "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CRED", "KEY", "AUTH", "BEARER", "PRIVATE", "CERT",
     ]
 
-    let sandbox: Sandbox
-    /// `/v1/metadata`'s answer, computed once: the environment does not change after start.
-    let metadata: JSONValue
-    let started = ContinuousClock.now
-
-    /// - Parameters:
-    ///   - sandbox: `/v1/health` answers 503 once its shutdown has begun: the server begins it before it stops
-    ///     accepting connections, so a probe on an open connection sees 503 for the whole shutdown (the Go daemon's
-    ///     `SetReady(false)`).
-    ///   - metadataPrefix: only environment variables starting with it are served on `/v1/metadata`; blank means
-    ///     `SANDBOX_`.
-    ///   - environment: what `/v1/metadata` filters.
-    public init(
-        sandbox: Sandbox, metadataPrefix: String = Self.defaultMetadataPrefix,
-        environment: [String: String] = ProcessInfo.processInfo.environment
-    ) {
-        self.sandbox = sandbox
-        metadata = Self.metadata(environment: environment, prefix: metadataPrefix)
-    }
-
-    public func register(in router: inout Router) {
+    func registerHealth(in router: inout Router) {
         router.add("GET", "/v1/health") { _, _ in health() }
         router.add("GET", "/v1/metadata") { _, _ in .response(.json(metadata)) }
     }

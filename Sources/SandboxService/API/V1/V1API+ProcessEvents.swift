@@ -1,7 +1,7 @@
 import FoundationEssentials
 import Synchronization
 
-extension ProcessesAPI {
+extension V1API {
     /// `GET /v1/processes/{id}/events[?encoding=base64]`: the kept output, then live output, then `exit`, as
     /// Server-Sent Events. `Last-Event-ID` (or `?last_event_id=`, for clients that cannot set headers) resumes
     /// after that event.

@@ -1,30 +1,23 @@
 import FoundationEssentials
 
 /// Processes as resources: `POST`/`GET /v1/processes`, and `/v1/processes/{id}` with its `events`, `wait`,
-/// `stdin`, `signal` and `resize` endpoints, over the core's background processes. Errors are the v1 shape,
-/// `{"code": …, "message": …}`.
-public struct ProcessesAPI: Sendable {
-    let sandbox: Sandbox
-
-    public init(sandbox: Sandbox) {
-        self.sandbox = sandbox
-    }
-
+/// `stdin`, `signal` and `resize` endpoints, over the core's background processes.
+extension V1API {
     /// Every handler of a process's endpoint takes the process and the request (`Handler`); bodies are read into
     /// memory up to the router's `maxBodyBytes`, and a stdin body is streamed to the process under the same limit.
-    public func register(in router: inout Router) {
-        router.add("POST", "/v1/processes") { request, _ in start(request) }
-        router.add("GET", "/v1/processes") { _, _ in list() }
-        on(&router, "GET", "/v1/processes/{id}", show)
-        on(&router, "DELETE", "/v1/processes/{id}", delete)
-        on(&router, "GET", "/v1/processes/{id}/events", events)
-        on(&router, "GET", "/v1/processes/{id}/wait", wait)
-        on(
+    func registerProcesses(in router: inout Router) {
+        router.add("POST", "/v1/processes") { request, _ in startProcess(request) }
+        router.add("GET", "/v1/processes") { _, _ in listProcesses() }
+        onProcess(&router, "GET", "/v1/processes/{id}", showProcess)
+        onProcess(&router, "DELETE", "/v1/processes/{id}", deleteProcess)
+        onProcess(&router, "GET", "/v1/processes/{id}/events", events)
+        onProcess(&router, "GET", "/v1/processes/{id}/wait", wait)
+        onProcess(
             &router, "POST", "/v1/processes/{id}/stdin", body: .perRequest(stdinBody(limit: router.maxBodyBytes)),
             written)
-        on(&router, "DELETE", "/v1/processes/{id}/stdin", closeStdin)
-        on(&router, "POST", "/v1/processes/{id}/signal", signal)
-        on(&router, "POST", "/v1/processes/{id}/resize", resize)
+        onProcess(&router, "DELETE", "/v1/processes/{id}/stdin", closeStdin)
+        onProcess(&router, "POST", "/v1/processes/{id}/signal", signal)
+        onProcess(&router, "POST", "/v1/processes/{id}/resize", resize)
     }
 
     typealias Handler = @Sendable (ManagedProcess, HTTPRequest) throws(APIError) -> Reply
@@ -32,7 +25,7 @@ public struct ProcessesAPI: Sendable {
     /// Adds a route on process `{id}`. The process is looked up first, so an unknown id is a 404 `NOT_FOUND` whatever
     /// else is wrong with the request; then a streamed body that failed is the answer; then `handle` answers, its
     /// error too.
-    private func on(
+    private func onProcess(
         _ router: inout Router, _ method: String, _ pattern: RoutePattern, body: BodyMode? = nil,
         _ handle: @escaping Handler
     ) {
@@ -59,7 +52,7 @@ public struct ProcessesAPI: Sendable {
 
     /// `POST /v1/processes`: starts the process in the background; 201 `{"id", "pid"}`. Nothing is registered when it
     /// cannot start.
-    func start(_ request: HTTPRequest) -> Reply {
+    func startProcess(_ request: HTTPRequest) -> Reply {
         let process: ManagedProcess
         do throws(APIError) {
             let body = try StartRequest.decode(request.body)
@@ -94,17 +87,17 @@ public struct ProcessesAPI: Sendable {
     }
 
     /// `GET /v1/processes`: running and recently finished processes, oldest first.
-    func list() -> Reply {
+    func listProcesses() -> Reply {
         .response(.json(["processes": .array(sandbox.listProcesses().map { Self.json($0.snapshot) })]))
     }
 
     /// `GET /v1/processes/{id}`.
-    func show(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
+    func showProcess(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
         .response(.json(Self.json(process.snapshot)))
     }
 
     /// `DELETE /v1/processes/{id}`: kills the tree and forgets the process.
-    func delete(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
+    func deleteProcess(_ process: ManagedProcess, _ request: HTTPRequest) -> Reply {
         sandbox.remove(process)
         return .response(HTTPResponse(status: 204, body: .bytes([])))
     }

@@ -1,4 +1,4 @@
-extension ProcessesAPI {
+extension V1API {
     /// The body of `POST /v1/processes`, read: a field of the wrong type is a 400 `INVALID_ARGUMENT` naming it. What
     /// the values mean (an empty command, a NUL byte, a variable name with `=`, the `cwd`) the core checks.
     struct StartRequest: Equatable {

@@ -1,22 +1,15 @@
-/// The files part of agent-sandbox's sandboxd v1 REST surface (KEP-539.2): `GET`/`HEAD`/`PUT`/`DELETE
-/// /v1/files/{path}`, with the Go daemon's JSON shapes, status codes and `{"code": …, "message": …}` errors.
-public struct FilesV1API: Sendable {
-    let sandbox: Sandbox
-
-    public init(sandbox: Sandbox) {
-        self.sandbox = sandbox
-    }
-
-    public func register(in router: inout Router) {
-        router.add("GET", "/v1/files/{path...}") { request, _ in get(request) }
+/// Files: `GET`/`HEAD`/`PUT`/`DELETE /v1/files/{path}`.
+extension V1API {
+    func registerFiles(in router: inout Router) {
+        router.add("GET", "/v1/files/{path...}") { request, _ in getFile(request) }
         router.add("PUT", "/v1/files/{path...}", body: .perRequest(putBody)) { request, outcome in
             putFinished(outcome, path: request.parameters["path"])
         }
-        router.add("DELETE", "/v1/files/{path...}") { request, _ in delete(request) }
+        router.add("DELETE", "/v1/files/{path...}") { request, _ in deleteFile(request) }
     }
 
     /// `GET /v1/files/{path}` (and HEAD): a file's bytes, or a directory's listing.
-    func get(_ request: HTTPRequest) -> Reply {
+    func getFile(_ request: HTTPRequest) -> Reply {
         let path = request.parameters["path"]
         let contents: FileTree.Contents
         do { contents = try sandbox.read(path) } catch { return .failure(V1Error.answer(error)) }
@@ -63,7 +56,7 @@ public struct FilesV1API: Sendable {
     }
 
     /// `DELETE /v1/files/{path}[?recursive=true]`.
-    func delete(_ request: HTTPRequest) -> Reply {
+    func deleteFile(_ request: HTTPRequest) -> Reply {
         let path = request.parameters["path"]
         let text = request.query["recursive"] ?? ""
         guard let recursive = Self.boolean(text) else {

@@ -1,6 +1,6 @@
 import Glibc
 
-extension FilesV1API {
+extension V1API {
     /// The validators of one version of a file.
     struct Validators: Equatable {
         /// Strong: size and modification time to the nanosecond. A PUT replaces the file by rename, so its content
