@@ -26,7 +26,9 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -338,6 +340,30 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
             pytest.skip(f"needs the sandboxd binary ({binary}) to start a second server")
         srv = launch(binary, root or tmp_path_factory.mktemp("root-extra"), tuple(extra_args), env, preexec_fn,
                      host, root_flag)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        stop(srv)
+
+
+@pytest.fixture
+def start_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Starts sandboxd under `prlimit --nofile=N:N` (soft and hard); stops every server at teardown."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("needs prlimit (util-linux)")
+    binary = sandboxd_binary()
+    if not binary.is_file():
+        pytest.skip(f"needs the sandboxd binary ({binary})")
+    started: list[Server] = []
+
+    def start(nofile: int, *args: str) -> Server:
+        wrapper = tmp_path_factory.mktemp("limited") / "sandboxd-limited"
+        # prlimit sets the limits and execs the binary: the server keeps the wrapper's pid.
+        wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile={nofile}:{nofile} "{binary}" "$@"\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+        srv = launch(wrapper, tmp_path_factory.mktemp("root-limited"), args)
         started.append(srv)
         return srv
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import shutil
 import signal
 import socket
-import stat
 import time
 import uuid
 
@@ -426,29 +424,6 @@ def test_the_process_cap_is_resource_exhausted_on_every_rpc_until_a_process_ends
         for call in calls:
             call.cancel()
         c.close()
-
-
-@pytest.fixture
-def start_limited(tmp_path_factory: pytest.TempPathFactory):
-    """Starts sandboxd under `prlimit --nofile=N:N`; stops every server at teardown."""
-    if shutil.which("prlimit") is None:
-        pytest.skip("needs prlimit (util-linux)")
-    binary = sandboxd_binary()
-    if not binary.is_file():
-        pytest.skip(f"needs the sandboxd binary ({binary})")
-    started: list[Server] = []
-
-    def start(nofile: int, *args: str) -> Server:
-        wrapper = tmp_path_factory.mktemp("limited") / "sandboxd-limited"
-        wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile={nofile}:{nofile} "{binary}" "$@"\n')
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-        srv = launch(wrapper, tmp_path_factory.mktemp("root-limited"), args)
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        stop(srv)
 
 
 @pytest.mark.deadline(90)

@@ -12,43 +12,16 @@ import json
 import os
 import pathlib
 import resource
-import shutil
 import socket
-import stat
 import subprocess
 import time
-from typing import Callable, Iterator
 
 import pytest
 import requests
 
-from conftest import Server, launch, sandboxd_binary, stop, wait_until
+from conftest import Server, wait_until
 
 from .support import get_root_latency, kill_matching, live_matching, proc_snapshot, record_figures, unique_sleep
-
-
-@pytest.fixture
-def start_limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
-    """Starts sandboxd under `prlimit --nofile=N:N` (soft and hard); stops every server at teardown."""
-    if shutil.which("prlimit") is None:
-        pytest.skip("needs prlimit (util-linux)")
-    binary = sandboxd_binary()
-    if not binary.is_file():
-        pytest.skip(f"needs the sandboxd binary ({binary})")
-    started: list[Server] = []
-
-    def start(nofile: int, *args: str) -> Server:
-        wrapper = tmp_path_factory.mktemp("limited") / "sandboxd-limited"
-        # prlimit sets the limits and execs the binary: the server keeps the wrapper's pid.
-        wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile={nofile}:{nofile} "{binary}" "$@"\n')
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-        srv = launch(wrapper, tmp_path_factory.mktemp("root-limited"), args)
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        stop(srv)
 
 
 def _cpu_seconds(pid: int) -> float:
