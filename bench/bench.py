@@ -887,7 +887,9 @@ def step_stream(ctx: Context) -> dict:
 
 
 def probe(port: int, interval_ms: float, max_seconds: float) -> None:
-    """--probe helper process: GET / on a new connection every interval until stdin closes; prints JSON samples."""
+    """--probe helper process: GET / on a new connection every interval until stdin closes; prints `ready` after the
+    first answer (the caller waits for it, so a slow interpreter start cannot leave the burst without samples), and
+    at the end JSON samples."""
     samples, errors = [], 0
     deadline = time.monotonic() + max_seconds
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
@@ -909,6 +911,8 @@ def probe(port: int, interval_ms: float, max_seconds: float) -> None:
         t1 = time.monotonic_ns()
         if ok:
             samples.append((t0, (t1 - t0) / 1e6))
+            if len(samples) == 1:
+                print("ready", flush=True)
         else:
             errors += 1
         ready, _, _ = select.select([sys.stdin], [], [], interval_ms / 1000)
@@ -963,6 +967,8 @@ def concurrent_run(ctx: Context, path: str, check: bytes) -> dict:
         idle_threads = proc_status(server.pid)["Threads"]
         prober = popen([sys.executable, __file__, "--probe", str(server.port), "5", "120"],
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if prober.stdout.readline().strip() != "ready":
+            raise RuntimeError("the GET / probe never had an answer")
         time.sleep(ctx.sizes["probe_idle_seconds"])  # the probe's baseline: the same GET / on the idle server
         drops_before = listen_drops()
         with Sampler(server.pid, 0.005) as sampler:
