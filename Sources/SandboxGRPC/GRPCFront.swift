@@ -1,6 +1,6 @@
 import Dispatch
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
+import GRPCNIOTransportHTTP2TransportServices
 import Logging
 import NIOCore
 import NIOPosix
@@ -50,7 +50,9 @@ public final class GRPCFront: ServerFront {
         }
     }
 
-    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let server: GRPCServer<HTTP2ServerTransport.Custom<PlaintextListener>>
+    /// The server's transport, asked for the bound port (GRPCServer knows it only of its own listening transports).
+    private let transport: HTTP2ServerTransport.Custom<PlaintextListener>
     private let calls: CallLog
     /// One event loop thread of its own (not NIO's shared group, one thread per core): the listener's descriptors
     /// are then a fixed few, whatever the machine (`DescriptorBudget.grpcReserve`).
@@ -61,30 +63,27 @@ public final class GRPCFront: ServerFront {
     public init(configuration: Configuration, sandbox: Sandbox, logger: Logger) throws {
         self.configuration = configuration
         calls = CallLog(logger: logger)
-        let address: GRPCNIOTransportCore.SocketAddress =
-            configuration.host.contains(":")
-            ? .ipv6(host: configuration.host, port: Int(configuration.port))
-            : .ipv4(
-                host: configuration.host == "localhost" ? "127.0.0.1" : configuration.host,
-                port: Int(configuration.port))
         var interceptors: [any ServerInterceptor] = [calls]
         if let token = configuration.bearerToken { interceptors.append(BearerAuthentication(token: token)) }
         let connections = ConnectionLimit(
             limit: configuration.maxConnections, idleTimeout: configuration.idleTimeout, logger: logger)
-        var transport = HTTP2ServerTransport.Posix.Config.defaults
-        transport.http2.maxConcurrentStreams = configuration.maxCallsPerConnection
-        transport.connection.maxIdleTime = configuration.idleTimeout.map { .milliseconds(Int64($0 * 1000)) }
-        transport.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+        var config = HTTP2ServerTransport.Custom<PlaintextListener>.Config.defaults
+        config.http2.maxConcurrentStreams = configuration.maxCallsPerConnection
+        config.connection.maxIdleTime = configuration.idleTimeout.map { .milliseconds(Int64($0 * 1000)) }
+        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
             connections.accept(channel)
             return channel.eventLoop.makeSucceededVoidFuture()
         }
-        transport.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
             connections.callStarted(stream)
             return stream.eventLoop.makeSucceededVoidFuture()
         }
+        let listener = PlaintextListener(
+            host: configuration.host == "localhost" ? "127.0.0.1" : configuration.host, port: Int(configuration.port),
+            eventLoopGroup: eventLoops)
+        transport = HTTP2ServerTransport.Custom(listenerFactory: listener, config: config)
         server = GRPCServer(
-            transport: .http2NIOPosix(
-                address: address, transportSecurity: .plaintext, config: transport, eventLoopGroup: eventLoops),
+            transport: transport,
             services: [ProcessService(sandbox: sandbox), ReflectionService(index: try DescriptorIndex.embedded())],
             interceptors: interceptors)
     }
@@ -92,14 +91,16 @@ public final class GRPCFront: ServerFront {
     /// Starts listening; returns the bound port once the socket accepts connections. Blocks the calling (non-async)
     /// thread until then.
     public func start() throws -> UInt16 {
-        let server = server
+        let (server, transport) = (server, transport)
         let task = Task { try await server.serve() }
         serving.withLock { $0 = task }
         let bound = Mutex<Result<UInt16, any Error>?>(nil)
         let ready = DispatchSemaphore(value: 0)
         Task {
             do {
-                guard let address = try await server.listeningAddress else {
+                guard let address = await transport.listeningAddress else {
+                    // The transport stopped before it listened: its reason is the serving task's error.
+                    if case .failure(let error) = await task.result { throw error }
                     throw StartError.cannotListen(configuration.host, configuration.port, "the transport stopped")
                 }
                 let port = address.ipv4?.port ?? address.ipv6?.port ?? 0
@@ -140,6 +141,24 @@ public final class GRPCFront: ServerFront {
             _ = done.wait(timeout: .now() + 2)
         }
         try? eventLoops.syncShutdownGracefully()
+    }
+}
+
+/// The listening socket of the gRPC front: a plain TCP listener (h2c, as the Go daemon serves it) whose accepted
+/// connections the transport's own configurator turns into HTTP/2 gRPC pipelines.
+struct PlaintextListener: HTTP2ServerTransport.ListenerFactory {
+    let host: String
+    let port: Int
+    let eventLoopGroup: any EventLoopGroup
+
+    func makeListeningChannel(
+        listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
+        connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
+    ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
+        try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { listenerConfigurator.configure(channel: $0) }
+            .bind(host: host, port: port) { connectionConfigurator.configure(channel: $0, tls: .none) }
     }
 }
 
