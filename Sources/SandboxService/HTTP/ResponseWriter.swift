@@ -85,10 +85,11 @@ enum ResponseWriter {
         bytes.withUnsafeBytes { buffer in
             var sent = 0
             while sent < buffer.count {
-                let count = send(
-                    socket, buffer.baseAddress! + sent, buffer.count - sent, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
-                guard count > 0 || (count < 0 && errno == EINTR) else { break }
-                sent += max(0, count)
+                let count = try? systemCall {
+                    send(socket, buffer.baseAddress! + sent, buffer.count - sent, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                }
+                guard let count, count > 0 else { break }
+                sent += count
             }
         }
         shutdown(socket, Int32(SHUT_WR))

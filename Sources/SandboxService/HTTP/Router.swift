@@ -21,20 +21,6 @@ public enum BodyMode: Sendable {
     case perRequest(@Sendable (HTTPRequest) throws(APIError) -> BodyMode)
 }
 
-extension BodyMode {
-    /// Streamed to disk (an upload or a file write), as opposed to buffered in memory.
-    var isStreamed: Bool {
-        switch self {
-        case .upload, .stream: true
-        case .buffered, .perRequest: false
-        }
-    }
-}
-
-extension Optional where Wrapped == BodyMode {
-    var isStreamed: Bool { self?.isStreamed ?? false }
-}
-
 /// Receives the bytes of one uploaded file.
 public protocol UploadSink: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws(APIError)
