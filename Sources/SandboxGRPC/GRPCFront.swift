@@ -92,7 +92,7 @@ public final class GRPCFront: ServerFront {
     /// thread until then.
     public func start() throws -> UInt16 {
         let (server, transport) = (server, transport)
-        let task = Task { try await server.serve() }
+        let task = Task(executorPreference: EventLoopTaskExecutor(eventLoops.next())) { try await server.serve() }
         serving.withLock { $0 = task }
         let bound = Mutex<Result<UInt16, any Error>?>(nil)
         let ready = DispatchSemaphore(value: 0)
@@ -141,6 +141,20 @@ public final class GRPCFront: ServerFront {
             _ = done.wait(timeout: .now() + 2)
         }
         try? eventLoops.syncShutdownGracefully()
+    }
+}
+
+/// Runs tasks on a NIO event loop: the calls' tasks (children of the serving task, so they inherit it as their
+/// preferred executor) then run on the thread that reads and writes their connection, not on Swift's global pool,
+/// which costs two thread wake-ups per message each way.
+final class EventLoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) { self.loop = loop }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }
 
