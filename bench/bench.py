@@ -677,10 +677,14 @@ def receive_into_file(listener: socket.socket, target: Path, use_splice: bool, t
     t0 = time.perf_counter()
     with conn, open(target, "wb") as f:
         if use_splice:
+            # splice needs a blocking socket (a timeout makes Python's socket non-blocking); poll bounds each wait.
+            conn.setblocking(True)
             read_end, write_end = os.pipe()
             try:
                 fcntl.fcntl(write_end, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB, as the recv buffer
                 while True:
+                    if not select.select([conn], [], [], timeout)[0]:
+                        raise RuntimeError(f"the ceiling's sender sent nothing for {timeout} s")
                     n = os.splice(conn.fileno(), write_end, 1 << 20)
                     if not n:
                         break
