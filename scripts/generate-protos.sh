@@ -19,7 +19,7 @@ fi
 out=Sources/SandboxGRPC/Generated
 # Swift code for these; v1alpha reflection has the same messages as v1 and is served with v1's code, so it is only
 # in the descriptor set.
-protos=(process/v1/process.proto grpc/reflection/v1/reflection.proto)
+protos=(process/v1/process.proto watcher/v1/watcher.proto grpc/reflection/v1/reflection.proto)
 described=("${protos[@]}" grpc/reflection/v1alpha/reflection.proto)
 rm -rf "$out"
 mkdir -p "$out"
@@ -55,4 +55,7 @@ protoc --proto_path=Protos --include_imports --descriptor_set_out="$descriptors"
     echo "        \"\"\""
     echo "}"
 } > "$out/DescriptorSet.swift"
+# The end-to-end tests' messages for the watcher service (grpcio-tools is not needed: the stub is written by hand in
+# Tests/e2e/test_watch.py).
+protoc --proto_path=Protos/watcher/v1 --python_out=Tests/e2e watcher.proto
 echo "generated: $(ls "$out" | tr '\n' ' ')"
