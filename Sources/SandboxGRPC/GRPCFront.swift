@@ -7,9 +7,9 @@ import NIOPosix
 import SandboxService
 import Synchronization
 
-/// The gRPC listener (HTTP/2 without TLS, as the Go daemon serves it): `process.v1.ProcessService` and server
-/// reflection, over the same core as the HTTP front. libmicrohttpd speaks HTTP/1.1 only, so this front runs on
-/// grpc-swift's NIO transport; nothing of it exists until `start` is called.
+/// The gRPC listener (HTTP/2 without TLS, as the Go daemon serves it): `process.v1.ProcessService`,
+/// `watcher.v1.FileWatcherService` and server reflection, over the same core as the HTTP front. libmicrohttpd speaks
+/// HTTP/1.1 only, so this front runs on grpc-swift's NIO transport; nothing of it exists until `start` is called.
 public final class GRPCFront: ServerFront {
     public struct Configuration: Sendable {
         public var host: String
@@ -84,7 +84,10 @@ public final class GRPCFront: ServerFront {
         transport = HTTP2ServerTransport.Custom(listenerFactory: listener, config: config)
         server = GRPCServer(
             transport: transport,
-            services: [ProcessService(sandbox: sandbox), ReflectionService(index: try DescriptorIndex.embedded())],
+            services: [
+                ProcessService(sandbox: sandbox), WatcherService(sandbox: sandbox),
+                ReflectionService(index: try DescriptorIndex.embedded()),
+            ],
             interceptors: interceptors)
     }
 

@@ -11,6 +11,8 @@ public final class Sandbox: Sendable {
     let files: FileTree
     /// The background processes (`start`).
     let processes: ProcessTable
+    /// The directory watches (`watch`).
+    let watches: Watches
     /// The environment commands start from (the server's, without its secrets), as `KEY=value`.
     let environment: [String]
     /// Bytes of each output stream a collected run keeps.
@@ -21,7 +23,7 @@ public final class Sandbox: Sendable {
 
     init(
         root: SandboxRoot, runner: CommandRunner, environment: [String], maxOutputBytes: Int, streamBufferBytes: Int,
-        processLimits: ProcessTable.Limits = ProcessTable.Limits()
+        processLimits: ProcessTable.Limits = ProcessTable.Limits(), watchLimits: Watches.Limits = Watches.Limits()
     ) {
         self.root = root
         self.runner = runner
@@ -30,16 +32,18 @@ public final class Sandbox: Sendable {
         self.streamBufferBytes = streamBufferBytes
         files = FileTree(root: root)
         processes = ProcessTable(runner: runner, limits: processLimits)
+        watches = Watches(limits: watchLimits)
     }
 
     /// Whether shutdown has begun: background processes are refused, and health checks say so.
     public var isStopping: Bool { stopping.load(ordering: .acquiring) }
 
-    /// Shutdown begins: no background process starts from now on (`unavailable`); running ones go on until the
-    /// server ends every command.
+    /// Shutdown begins: no background process or directory watch starts from now on (`unavailable`); running
+    /// processes go on until the server ends every command; every watch ends with an `error` event saying so.
     public func beginShutdown() {
         stopping.store(true, ordering: .releasing)
         processes.close()
+        watches.close()
     }
 
     // MARK: Commands

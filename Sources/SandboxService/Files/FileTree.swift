@@ -114,6 +114,17 @@ public struct FileTree: Sendable {
         }
     }
 
+    /// A directory, open, and its path relative to the root with symlinks resolved (its names from the root): what a
+    /// directory watch watches.
+    public func directory(_ path: String) throws(FileError) -> (descriptor: Descriptor, path: [UInt8]) {
+        try attempt(path) { () throws(FileError.Code) in
+            let location = try root.locate(path)
+            guard location.tail.isEmpty else { throw location.exists ? .notADirectory : .notFound }
+            let names = location.levels.dropFirst().map(\.name)
+            return (location.directory, Array(names.joined(separator: [slash])))
+        }
+    }
+
     /// Where a write of `path` goes. Everything that would refuse it is checked here, before anything is created:
     /// confinement, an existing directory (the root included) at `path`, a file where a directory is needed, names
     /// longer than `NAME_MAX`, and a path longer than `PATH_MAX` (such a file could not be reached by path).

@@ -43,6 +43,12 @@ extension SandboxServer {
         /// gRPC connections open at once; more are closed at once. nil: the gRPC listener's share of the descriptor
         /// budget (the binary derives it at start).
         public var maxGRPCConnections: Int?
+        /// Directory watches open at once (gRPC `WatchDir`, `GET /v1/watch`); more are refused.
+        public var maxWatches = 64
+        /// Seconds over which a watch merges events before sending them.
+        public var watchDebounce = 0.25
+        /// Bytes of events one watch holds for its client; past it the watch ends with an error event.
+        public var watchQueueBytes = 1 << 20
         /// Bytes of memory each HTTP connection has for its request head (and read buffer).
         public var maxHeaderBytes = 32 * 1024
         /// Seconds an idle or slow connection (no bytes from the client) is kept.
@@ -83,7 +89,8 @@ extension SandboxServer.Options {
             ["port", "rest-port"], env: "SANDBOX_PORT", \.port, "HTTP listen port; 0 picks a free one (logged)."),
         .init(
             ["grpc-port"], env: "SANDBOX_GRPC_PORT", \.grpcPort,
-            "gRPC listen port (process.v1.ProcessService and reflection); 0 picks a free one. Without it no gRPC "
+            "gRPC listen port (process.v1.ProcessService, watcher.v1.FileWatcherService and reflection); 0 picks a "
+                + "free one. Without it no gRPC "
                 + "listener is started."),
         .init(
             ["root", "root-dir"], env: "SANDBOX_BASE_DIR", \.root,
@@ -140,6 +147,18 @@ extension SandboxServer.Options {
                 + "once.", check: positive,
             derivedDefault: "an eighth of the descriptor limit left after a reserve of 64, at most 64: 64 under a "
                 + "limit of 1024; HTTP connections and processes then default to 148 each"),
+        .init(
+            ["max-watches"], \.maxWatches,
+            "Directory watches open at once (gRPC WatchDir, GET /v1/watch), each an inotify instance; more get 429 "
+                + "(RESOURCE_EXHAUSTED).", check: positive),
+        .init(
+            ["watch-debounce"], \.watchDebounce,
+            "How long a directory watch merges events before sending them (a file created and written is one create "
+                + "and at most one write per window); 0 sends them as they are read.", check: notNegative),
+        .init(
+            ["watch-queue-bytes"], \.watchQueueBytes,
+            "Events one directory watch holds for its client (each counts its paths and 64 bytes); past it the "
+                + "watch ends with an error event saying events were lost.", check: positive),
         .init(
             ["max-header-bytes"], \.maxHeaderBytes,
             "Memory of each HTTP connection for its request head (and read buffer); a larger head gets 431, a longer "

@@ -39,9 +39,13 @@ public final class SandboxServer: Sendable {
         limits.retainedCount = options.keepFinished
         // Capped at ~31 years, as the I/O loop's timers are: a Duration of any Double would overflow.
         limits.retention = .seconds(min(options.keepFinishedFor, 1e9))
+        var watchLimits = Watches.Limits()
+        watchLimits.maxWatches = options.maxWatches
+        watchLimits.watch.debounce = options.watchDebounce
+        watchLimits.watch.queueBytes = options.watchQueueBytes
         sandbox = Sandbox(
             root: root, runner: runner, environment: environment, maxOutputBytes: options.maxOutputBytes,
-            streamBufferBytes: options.streamBufferBytes, processLimits: limits)
+            streamBufferBytes: options.streamBufferBytes, processLimits: limits, watchLimits: watchLimits)
         let runner = runner
         metrics = Metrics {
             var readings: [(String, String, String, Double)] = [
