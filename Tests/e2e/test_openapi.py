@@ -197,6 +197,7 @@ PROBES = [
     "/v1/processes/{pid}/stdin",
     "/v1/processes/{pid}/signal",
     "/v1/processes/{pid}/resize",
+    "/v1/watch",
     "/metrics",
     "/openapi.json",
     # not routes
@@ -213,6 +214,7 @@ PROBES = [
     "/v1/processes/",
     "/v1/processes/{pid}/unknown",
     "/v1/processes/{pid}/events/x",
+    "/v1/watch/",
     "/v2/files/x",
     "/health",
     "/healthz",

@@ -2,8 +2,8 @@ import FoundationEssentials
 
 /// agent-sandbox's sandboxd v1 REST surface (KEP-539.2) over the core, with the Go daemon's JSON shapes, status codes
 /// and `{"code": …, "message": …}` errors (`V1Error`): files (`/v1/files/{path}`), processes as resources
-/// (`/v1/processes`, `/v1/processes/{id}` and its endpoints), `/v1/health` and `/v1/metadata`. One extension per
-/// resource.
+/// (`/v1/processes`, `/v1/processes/{id}` and its endpoints), directory watches (`/v1/watch`), `/v1/health` and
+/// `/v1/metadata`. One extension per resource.
 public struct V1API: Sendable {
     let sandbox: Sandbox
     /// `/v1/metadata`'s answer, computed once: the environment does not change after start.
@@ -29,5 +29,6 @@ public struct V1API: Sendable {
         registerFiles(in: &router)
         registerHealth(in: &router)
         registerProcesses(in: &router)
+        registerWatch(in: &router)
     }
 }

@@ -33,11 +33,11 @@ enum V1Error {
     }
 
     /// The one place where core errors become v1 answers: the code's status, except where the cause says more (the
-    /// process limit and a stdin the process does not read are 429; a lack of descriptors, processes or memory is
+    /// process limit, the watch limit and a stdin the process does not read are 429; a lack of descriptors, processes or memory is
     /// 503 with `Retry-After`, while `RESOURCE_EXHAUSTED` is otherwise 507, no space left).
     static func answer(_ error: SandboxError) -> APIError {
         switch error.cause {
-        case .spawn(.tooManyProcesses)?, .process(.stdinFull)?:
+        case .spawn(.tooManyProcesses)?, .process(.stdinFull)?, .watchLimit?:
             answer(error.code, error.message, status: 429)
         case .spawn(.resourcesExhausted)?:
             answer(error.code, error.message, status: 503, headers: [("Retry-After", "1")])
