@@ -55,7 +55,8 @@ enum Sandboxd {
         if descriptorLimit == nil { logger.warning("cannot read the descriptor limit; assuming 1024") }
         let budget = DescriptorBudget(
             limit: descriptorLimit ?? 1024, maxConnections: options.maxConnections, maxProcesses: options.maxProcesses,
-            grpc: options.grpcPort != nil, maxGRPCConnections: options.maxGRPCConnections)
+            grpc: options.grpcPort != nil, maxGRPCConnections: options.maxGRPCConnections,
+            maxWatches: options.maxWatches)
         options.maxConnections = budget.maxConnections
         options.maxProcesses = budget.maxProcesses
         let grpcShare =
@@ -63,7 +64,7 @@ enum Sandboxd {
             ? ", \(budget.maxGRPCConnections) gRPC connections (\(DescriptorBudget.perGRPCConnection) each) and \(DescriptorBudget.grpcReserve) more reserved for the gRPC listener"
             : ""
         logger.info(
-            "descriptor limit \(budget.limit): up to \(budget.maxConnections) connections (\(DescriptorBudget.perConnection) descriptors each) and \(budget.maxProcesses) processes (\(DescriptorBudget.perProcess) each), \(DescriptorBudget.reserve) reserved\(grpcShare)"
+            "descriptor limit \(budget.limit): up to \(budget.maxConnections) connections (\(DescriptorBudget.perConnection) descriptors each) and \(budget.maxProcesses) processes (\(DescriptorBudget.perProcess) each), \(DescriptorBudget.reserve) reserved, \(budget.maxWatches) for directory watches\(grpcShare)"
         )
         if !budget.fits {
             logger.warning(

@@ -56,6 +56,21 @@ import Testing
         #expect(DescriptorBudget(limit: 1024, maxGRPCConnections: 4).maxGRPCConnections == 0)
     }
 
+    @Test func directoryWatchesTakeTheirDescriptorsFirst() {
+        let budget = DescriptorBudget(limit: 1024, maxWatches: 64)
+        #expect(budget.maxConnections == (1024 - 64 - 64) / 2 / 3)
+        #expect(budget.maxConnections == 149 && budget.maxProcesses == 149)
+        #expect(budget.worstCase == 64 + 64 + budget.maxConnections * 3 + budget.maxProcesses * 3)
+        #expect(budget.fits)
+        let both = DescriptorBudget(limit: 1024, grpc: true, maxWatches: 64)
+        #expect(both.maxConnections == 137 && both.maxProcesses == 137)
+        #expect(both.fits)
+        // A small limit is not all watches: they take at most an eighth of what the reserve leaves.
+        let small = DescriptorBudget(limit: 128, grpc: true, maxWatches: 64)
+        #expect(small.maxWatches == 8 && small.maxGRPCConnections == 7)
+        #expect(small.fits)
+    }
+
     @Test(arguments: [64, 128, 256, 1024, 65536])
     func withGRPCDefaultsStillFit(limit: Int) {
         let budget = DescriptorBudget(limit: limit, grpc: true)

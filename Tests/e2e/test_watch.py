@@ -27,6 +27,7 @@ import uuid
 
 import grpc
 import pytest
+import requests
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -395,6 +396,36 @@ def test_a_burst_larger_than_the_queue_ends_the_stream_with_an_overflow_error(fr
         assert wait_until(lambda: inotify_instances(srv.pid) == 0, 5.0)
     finally:
         watch.close()
+
+
+def test_a_client_that_does_not_read_gets_its_watch_ended_not_the_server_grown(start_server):
+    """An HTTP client that stops reading: once the socket buffers are full the events wait in the watch's queue, which
+    overflows; the watch ends (its inotify instance closed) however long the client stays connected."""
+    srv = start_server("--watch-queue-bytes", "65536")
+    (srv.root / "busy").mkdir()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small, so that the server's sends stall soon
+    sock.settimeout(10)
+    try:
+        sock.connect((srv.host, srv.port))
+        sock.sendall(b"GET /v1/watch?path=busy HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert inotify_instances(srv.pid) == 1
+        batch = iter(range(10**6))
+
+        def ended() -> bool:
+            # Each poll adds a window's worth of events (a few KiB of frames), never read by the client.
+            for _ in range(100):
+                (srv.root / "busy" / f"f{next(batch)}").write_bytes(b"")
+            return inotify_instances(srv.pid) == 0
+
+        assert wait_until(ended, 60.0, 0.3), "the watch of a client that does not read is still open"
+        assert requests.get(srv.base_url + "/", timeout=10).status_code == 200
+    finally:
+        sock.close()
 
 
 @pytest.mark.parametrize("front", FRONTS)

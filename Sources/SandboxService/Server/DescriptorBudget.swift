@@ -3,7 +3,8 @@ import Glibc
 /// How sandboxd shares its descriptor limit (`RLIMIT_NOFILE`) between connections and processes, so that neither
 /// can starve the other or the listener: with at most `maxConnections` connections and `maxProcesses` processes,
 /// sandboxd uses at most `reserve + maxConnections × perConnection + maxProcesses × perProcess` descriptors (with
-/// the gRPC listener, `grpcReserve + maxGRPCConnections × perGRPCConnection` more), and the defaults keep that
+/// the gRPC listener, `grpcReserve + maxGRPCConnections × perGRPCConnection` more; `maxWatches × perWatch` more for
+/// directory watches), and the defaults keep that
 /// within the limit. A refused connection or process is then answered (closed, or 429) before `accept`, `pipe` or
 /// `open` can fail with EMFILE, and `GET /` and the error answers always have a descriptor.
 public struct DescriptorBudget: Sendable, Equatable {
@@ -30,6 +31,9 @@ public struct DescriptorBudget: Sendable, Equatable {
     public static let perGRPCConnection = 1
     /// The most gRPC connections open at once, whatever the limit.
     public static let grpcConnectionCap = 64
+    /// A directory watch's descriptors while it runs: its inotify instance. The directories it opens to add watches
+    /// are open one or two at a time and closed at once (the reserve's transient ones).
+    public static let perWatch = 1
 
     /// The soft descriptor limit the budget shares.
     public var limit: Int
@@ -38,16 +42,23 @@ public struct DescriptorBudget: Sendable, Equatable {
     public var maxProcesses: Int
     /// gRPC connections open at once; 0 without the gRPC listener.
     public var maxGRPCConnections: Int
+    /// Directory watches whose descriptors the budget holds: `--max-watches`, but at most an eighth of what the
+    /// reserve leaves, so that a small limit is not all watches. Past them a watch may find no descriptor (429, as
+    /// any watch the kernel cannot give an inotify instance).
+    public var maxWatches: Int
 
     /// The budget for `limit`. With `grpc`, the gRPC listener takes its reserve and its connections first (by
     /// default up to 64, at most an eighth of what the reserve leaves). `maxConnections` defaults to half of what is left (at most 1024
-    /// connections), `maxProcesses` to the rest; explicit values are kept as given.
+    /// connections), `maxProcesses` to the rest; explicit values are kept as given. `maxWatches` directory watches
+    /// (at most an eighth of what the reserve leaves) take their descriptors before all of them.
     public init(
         limit: Int, maxConnections: Int? = nil, maxProcesses: Int? = nil, grpc: Bool = false,
-        maxGRPCConnections: Int? = nil
+        maxGRPCConnections: Int? = nil, maxWatches: Int = 0
     ) {
         self.limit = limit
         var available = max(0, limit - Self.reserve)
+        self.maxWatches = min(maxWatches, available / 8 / Self.perWatch)
+        available -= self.maxWatches * Self.perWatch
         self.maxGRPCConnections = 0
         if grpc {
             self.maxGRPCConnections =
@@ -63,6 +74,7 @@ public struct DescriptorBudget: Sendable, Equatable {
     /// The most descriptors sandboxd can hold with this budget.
     public var worstCase: Int {
         Self.reserve + maxConnections * Self.perConnection + maxProcesses * Self.perProcess
+            + maxWatches * Self.perWatch
             + (maxGRPCConnections > 0 ? Self.grpcReserve + maxGRPCConnections * Self.perGRPCConnection : 0)
     }
 

@@ -134,19 +134,19 @@ extension SandboxServer.Options {
                 + "pipes; then what the pipes hold is read once and they are closed.", check: positive),
         .init(
             ["max-connections"], \.maxConnections, "Concurrent connections; more are closed at once.", check: positive,
-            derivedDefault: "half of the descriptor limit left after a reserve of 64, at 3 per connection, at most "
-                + "1024: 160 under a limit of 1024"),
+            derivedDefault: "half of the descriptor limit left after a reserve of 64 and one per --max-watches, at "
+                + "3 per connection, at most 1024: 149 under a limit of 1024"),
         .init(
             ["max-processes"], \.maxProcesses,
             "Commands of every kind running at once (/execute, streams, v1 processes, terminals); more get 429.",
             check: positive,
-            derivedDefault: "the rest of the descriptor limit, at 3 per process: 160 under a limit of 1024"),
+            derivedDefault: "the rest of the descriptor limit, at 3 per process: 149 under a limit of 1024"),
         .init(
             ["max-grpc-connections"], \.maxGRPCConnections,
             "With --grpc-port, gRPC connections open at once (each carries any number of calls); more are closed at "
                 + "once.", check: positive,
             derivedDefault: "an eighth of the descriptor limit left after a reserve of 64, at most 64: 64 under a "
-                + "limit of 1024; HTTP connections and processes then default to 148 each"),
+                + "limit of 1024; HTTP connections and processes then default to 137 each"),
         .init(
             ["max-watches"], \.maxWatches,
             "Directory watches open at once (gRPC WatchDir, GET /v1/watch), each an inotify instance; more get 429 "
