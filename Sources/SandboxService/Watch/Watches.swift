@@ -57,9 +57,12 @@ final class Watches: Sendable {
             let watch = try DirectoryWatch(
                 root: root, top: top, topPath: topPath, recursive: recursive, limits: limits.watch, loop: loop
             ) { [self] in release(id) }
-            state.withLock { state in
+            let closed = state.withLock { state -> Bool in
                 if state.slots[id] != nil { state.slots[id]?.watch = watch }
+                return state.closed
             }
+            // Shutdown began while it started: `close()` did not see it, and its stream must end all the same.
+            if closed { watch.end("sandboxd is shutting down") }
             return watch
         } catch {
             release(id)
