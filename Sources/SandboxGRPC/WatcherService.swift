@@ -12,8 +12,13 @@ struct WatcherService: Watcher_V1_FileWatcherService.ServiceProtocol {
         request: ServerRequest<Watcher_V1_WatchDirRequest>, context: ServerContext
     ) async throws -> StreamingServerResponse<Watcher_V1_FileEvent> {
         let watch: DirectoryWatch
+        let (path, recursive) = (request.message.path, request.message.recursive)
         do {
-            watch = try sandbox.watch(request.message.path, recursive: request.message.recursive)
+            // Starting walks the tree when recursive, in time proportional to it: off the listener's event loop,
+            // which serves every other call meanwhile.
+            watch = try await withTaskExecutorPreference(globalConcurrentExecutor) { () throws(SandboxError) in
+                try sandbox.watch(path, recursive: recursive)
+            }
         } catch {
             throw RPCError(error)
         }
