@@ -570,3 +570,30 @@ def test_reflection_lists_and_describes_the_watcher_service(watch_server):
                           "FILE_EVENT_TYPE_ERROR": 6}
     finally:
         channel.close()
+
+
+def test_a_client_with_only_reflection_calls_watch_dir(watch_server, watched):
+    """What grpcurl does: the messages built from the descriptors the server serves by reflection (no generated
+    code), a WatchDir call made with them, and a file created under the watch arriving as a CREATE event."""
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from google.protobuf.message_factory import GetMessageClass
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port(watch_server)}")
+    try:
+        pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        method = pool.FindServiceByName("watcher.v1.FileWatcherService").FindMethodByName("WatchDir")
+        request_class = GetMessageClass(method.input_type)
+        event_class = GetMessageClass(method.output_type)
+        call = channel.unary_stream("/watcher.v1.FileWatcherService/WatchDir",
+                                    request_serializer=request_class.SerializeToString,
+                                    response_deserializer=event_class.FromString)(
+            request_class(path=watched.name), timeout=20)
+        call.initial_metadata()  # sent once the watch is set up
+        (watched / "seen.txt").write_bytes(b"x")
+        event = next(call)
+        create = pool.FindEnumTypeByName("watcher.v1.FileEventType").values_by_name["FILE_EVENT_TYPE_CREATE"].number
+        assert (event.type, event.path) == (create, f"{watched.name}/seen.txt")
+        call.cancel()
+    finally:
+        channel.close()
