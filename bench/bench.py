@@ -58,6 +58,8 @@ FULL = dict(
     concurrent=1000,  # concurrent `sleep 1` executes and streams
     probe_idle_seconds=1.0,  # GET / probe baseline before the burst
     rounds=2,  # GET /, /execute and concurrency: sandboxd and its limit alternate this many times; best of each
+    watch_files=50,  # files created one at a time under a watch, each timed from its close to its event
+    watch_tree_dirs=500,  # the watched tree: this many directories of 20 files (10,000 files)
 )
 SMOKE = dict(
     starts=3,
@@ -72,6 +74,8 @@ SMOKE = dict(
     concurrent=50,
     probe_idle_seconds=0.3,
     rounds=1,
+    watch_files=5,
+    watch_tree_dirs=50,
 )
 
 # Every process this script started, so that it can end them (and only them) whatever happens.
@@ -1390,6 +1394,89 @@ def step_grpc_idle(ctx: Context) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Directory watches (`GET /v1/watch`, the same core as gRPC WatchDir), over HTTP so that the client is a socket.
+
+
+def open_watch(port: int, path: str, recursive: bool, timeout: float = 10.0) -> tuple[socket.socket, bytes]:
+    """GET /v1/watch; returns the socket and the bytes after the head once the 200 is in (the watch is set up)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(f"GET /v1/watch?path={path}&recursive={'true' if recursive else 'false'} HTTP/1.1\r\n"
+              "Host: 127.0.0.1\r\n\r\n".encode())
+    head, rest = read_head(s, "watch")
+    if not head.startswith(b"HTTP/1.1 200"):
+        s.close()
+        raise RuntimeError(f"GET /v1/watch?path={path}: {head[:200]!r}")
+    return s, rest
+
+
+def watch_latencies(ctx: Context, debounce: str) -> list[float]:
+    """Files created and closed one at a time in a watched directory: ms from each close to its event's arrival."""
+    root = ctx.workdir / "root"
+    watched = root / f"watch-latency-{debounce}"
+    watched.mkdir(parents=True, exist_ok=True)
+    latencies = []
+    with ctx.sandboxd(extra=["--watch-debounce", debounce]) as server:
+        s, pending = open_watch(server.port, watched.name, False)
+        with s:
+            for index in range(ctx.sizes["watch_files"]):
+                needle = f'/f{index}.txt"'.encode()
+                with open(watched / f"f{index}.txt", "wb") as f:
+                    f.write(b"x")
+                closed = time.perf_counter()
+                deadline = closed + 10
+                while needle not in pending:
+                    s.settimeout(max(0.01, deadline - time.perf_counter()))
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise RuntimeError("the watch ended before the event")
+                    pending += chunk
+                latencies.append((time.perf_counter() - closed) * 1000)
+                pending = pending[pending.index(needle) + len(needle):]
+    shutil.rmtree(watched, ignore_errors=True)
+    return latencies
+
+
+def step_watch(ctx: Context) -> dict:
+    """A file's close to its event on the client (with the default 250 ms window and with none), and the server's
+    memory and threads with 64 recursive watches of one tree of `watch_tree_dirs` × 20 files."""
+    out = {}
+    for debounce, key in (("0.25", "latency"), ("0", "latency_no_debounce")):
+        values = watch_latencies(ctx, debounce)
+        out[f"{key}_p50_ms"] = percentile(values, 50)
+        out[f"{key}_p99_ms"] = percentile(values, 99)
+    dirs = ctx.sizes["watch_tree_dirs"]
+    tree = ctx.workdir / "root" / "watch-tree"
+    for d in range(dirs):
+        (tree / f"d{d}").mkdir(parents=True, exist_ok=True)
+        for f in range(20):
+            (tree / f"d{d}" / f"f{f}").write_bytes(b"")
+    watches = 64
+    with ctx.sandboxd(extra=["--max-watches", str(watches)]) as server:
+        time.sleep(0.5)
+        before = proc_status(server.pid)
+        sockets = []
+        try:
+            t0 = time.perf_counter()
+            for _ in range(watches):
+                sockets.append(open_watch(server.port, tree.name, True, timeout=60)[0])
+            out["watches_set_up_s"] = time.perf_counter() - t0
+            time.sleep(0.5)
+            after = proc_status(server.pid)
+        finally:
+            for s in sockets:
+                s.close()
+    shutil.rmtree(tree, ignore_errors=True)
+    watched_dirs = watches * (dirs + 1)
+    out.update({
+        "watches": watches, "tree_dirs": dirs + 1, "tree_files": dirs * 20,
+        "threads_before": before["Threads"], "threads_with_watches": after["Threads"],
+        "rss_growth_mib": (after["VmRSS"] - before["VmRSS"]) / 1024,
+        "bytes_per_watched_dir": (after["VmRSS"] - before["VmRSS"]) * 1024 / watched_dirs,
+    })
+    return out
+
+
 STEPS = [
     ("startup", step_startup),
     ("get", step_get),
@@ -1401,6 +1488,7 @@ STEPS = [
     ("grpc_execute", step_grpc_execute),
     ("grpc_concurrency", step_grpc_concurrency),
     ("grpc_idle", step_grpc_idle),
+    ("watch", step_watch),
 ]
 
 
@@ -1449,6 +1537,17 @@ def build_rows(r: dict, sizes: dict) -> list[dict]:
         None, "", ("value<=", 16), "lower")
     row("idle RSS after one request of each kind, with --grpc-port", "MiB", get(r, "grpc_idle", "with_grpc_rss_mib"),
         None, "", ("value<=", 24), "lower")
+    row("watch: file close → event p50 (--watch-debounce 0.25)", "ms", get(r, "watch", "latency_p50_ms"), None, "",
+        ("value<=", 255), "lower")
+    row("watch: file close → event p99 (--watch-debounce 0.25)", "ms", get(r, "watch", "latency_p99_ms"), None, "",
+        ("value<=", 255), "lower")
+    row("watch: file close → event p99 (--watch-debounce 0)", "ms", get(r, "watch", "latency_no_debounce_p99_ms"),
+        None, "", None, "lower")
+    row(f"64 recursive watches of {get(r, 'watch', 'tree_files')} files: server threads", "",
+        get(r, "watch", "threads_with_watches"), get(r, "watch", "threads_before"), "threads before the watches",
+        ("ratio<=", 1.0), "lower")
+    row("64 recursive watches: memory per watched directory", "bytes", get(r, "watch", "bytes_per_watched_dir"), None,
+        "", ("value<=", 2048), "lower")
     row(f"exec → first GET / (median of {sizes['starts']})", "ms", get(r, "startup", "sandboxd_first_get_median_ms"),
         get(r, "startup", "nginx_first_get_median_ms"), "nginx", ("value<=", 20), "lower", chart=True)
     for c in (1, 32):
@@ -1802,6 +1901,11 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         "first call to the last stream's end; the server's threads sampled every 5 ms; a separate process sends "
         "`GET /` every 5 ms on one keep-alive connection meanwhile (p99 of those during the burst). Beside the spawn "
         "floor's burst, alternating.",
+        "- **directory watch**: `GET /v1/watch` (the core gRPC `WatchDir` uses) of a directory in which the client "
+        "creates and closes one file at a time; the time from the close to that file's event arriving, with the "
+        "default `--watch-debounce 0.25` (target: the window + 5 ms) and with none. Then 64 recursive watches of one "
+        "tree of 20 files per directory: the server's threads before and after (no thread per watch) and its RSS "
+        "growth per watched directory (64 × the tree's directories; the kernel's inotify memory is not in it).",
         "- **idle RSS without/with `--grpc-port`**: `VmRSS` of a fresh server 0.5 s after one `GET /` and one "
         "`POST /execute` (and with gRPC one `Execute` and one `Start`).",
         "",
