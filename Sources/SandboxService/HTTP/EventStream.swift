@@ -9,6 +9,19 @@ enum EventSourceResult: Equatable {
     case end
 }
 
+extension UnsafeMutableRawBufferPointer {
+    /// Copies what fits of `bytes` from `start` into this buffer at `offset` (an event source sending the rest of a
+    /// frame); returns how many bytes it copied.
+    func copy(_ bytes: [UInt8], from start: Int, at offset: Int) -> Int {
+        let count = Swift.min(bytes.count - start, self.count - offset)
+        bytes.withUnsafeBytes { source in
+            UnsafeMutableRawBufferPointer(rebasing: self[offset..<(offset + count)])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[start..<(start + count)]))
+        }
+        return count
+    }
+}
+
 /// The body of an event stream produced on demand, as libmicrohttpd asks for bytes, instead of queued by a producer:
 /// any number of clients can then follow one producer without a copy each.
 protocol EventSource: AnyObject, Sendable {

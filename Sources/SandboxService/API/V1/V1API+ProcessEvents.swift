@@ -83,11 +83,7 @@ final class EventSubscriber: EventSource {
             var written = 0
             while written < destination.count {
                 if state.tailSent < state.tail.count {
-                    let count = min(state.tail.count - state.tailSent, destination.count - written)
-                    state.tail.withUnsafeBytes { tail in
-                        UnsafeMutableRawBufferPointer(rebasing: destination[written..<(written + count)])
-                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: tail[state.tailSent...].prefix(count)))
-                    }
+                    let count = destination.copy(state.tail, from: state.tailSent, at: written)
                     state.tailSent += count
                     written += count
                     continue

@@ -62,12 +62,7 @@ final class WatchEventSource: EventSource {
             var written = 0
             while written < destination.count {
                 if state.sent < state.frame.count {
-                    let count = min(state.frame.count - state.sent, destination.count - written)
-                    state.frame.withUnsafeBytes { frame in
-                        UnsafeMutableRawBufferPointer(rebasing: destination[written..<(written + count)])
-                            .copyMemory(
-                                from: UnsafeRawBufferPointer(rebasing: frame[state.sent..<(state.sent + count)]))
-                    }
+                    let count = destination.copy(state.frame, from: state.sent, at: written)
                     state.sent += count
                     written += count
                     continue
