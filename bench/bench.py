@@ -709,15 +709,15 @@ def receive_into_file(listener: socket.socket, target: Path, use_splice: bool, t
     return got, time.perf_counter() - t0
 
 
-def put_file(port: int, source: Path, name: str, timeout: float) -> tuple[int, float, bytes]:
-    """`PUT /v1/files/{name}`: the raw body (no multipart), sent with sendfile."""
-    size = source.stat().st_size
-    head = (f"PUT /v1/files/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n").encode()
+def send_file_request(port: int, head: bytes, source: Path, tail: bytes, timeout: float) -> tuple[int, float, bytes]:
+    """Sends `head`, then `source` with sendfile, then `tail`, on a connection of its own, and reads the answer to
+    the server's close: (status, seconds from connecting to the close, the answer)."""
     t0 = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s, open(source, "rb") as f:
         s.sendall(head)
         s.sendfile(f)
+        if tail:
+            s.sendall(tail)
         answer = b""
         while True:
             chunk = s.recv(65536)
@@ -729,29 +729,23 @@ def put_file(port: int, source: Path, name: str, timeout: float) -> tuple[int, f
     return status, elapsed, answer
 
 
+def put_file(port: int, source: Path, name: str, timeout: float) -> tuple[int, float, bytes]:
+    """`PUT /v1/files/{name}`: the raw body (no multipart)."""
+    head = (f"PUT /v1/files/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {source.stat().st_size}\r\n\r\n").encode()
+    return send_file_request(port, head, source, b"", timeout)
+
+
 def upload(port: int, source: Path, name: str, timeout: float) -> tuple[int, float, bytes]:
-    size = source.stat().st_size
+    """`POST /upload`: one multipart part holding the file."""
     boundary = "----sandboxd-bench-" + os.urandom(8).hex()
     preamble = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
                 "Content-Type: application/octet-stream\r\n\r\n").encode()
     epilogue = f"\r\n--{boundary}--\r\n".encode()
     head = (f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-            f"Content-Length: {len(preamble) + size + len(epilogue)}\r\n\r\n").encode()
-    t0 = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s, open(source, "rb") as f:
-        s.sendall(head + preamble)
-        s.sendfile(f)
-        s.sendall(epilogue)
-        answer = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    elapsed = time.perf_counter() - t0
-    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
-    return status, elapsed, answer
+            f"Content-Length: {len(preamble) + source.stat().st_size + len(epilogue)}\r\n\r\n").encode()
+    return send_file_request(port, head + preamble, source, epilogue, timeout)
 
 
 def download(port: int, path: str, timeout: float) -> tuple[int, int, float]:
@@ -828,50 +822,49 @@ def step_transfer(ctx: Context) -> dict:
                 if got != nbytes:
                     raise RuntimeError(f"the ceiling's receiver got {got} of {nbytes}")
                 runs[key].append(mib / seconds)
-        # Upload (multipart, the client sends the file with sendfile), the same file as a raw PUT /v1/files, and
-        # download (into a 1 MiB buffer).
+        # Upload (multipart, the client sends the file with sendfile), download (into a 1 MiB buffer), and the same
+        # file as a raw PUT /v1/files. Each write starts as the ceiling's did: dirty pages written back and no other
+        # written file of its size left in the page cache (here a second 1 GiB file still cached halved the next
+        # write's rate: the page cache of this VM is reclaimed as it grows).
         with ctx.sandboxd(root=root) as server:
+            def measured(call):
+                """Runs `call` and returns its result and the server's peak RSS growth meanwhile, in MiB."""
+                before = proc_status(server.pid)["VmRSS"]
+                hwm = reset_peak_rss(server.pid)
+                with Sampler(server.pid) as sampler:
+                    result = call()
+                peak = proc_status(server.pid)["VmHWM"] if hwm else sampler.peak_rss_kb
+                out["rss_before_mib"] = before / 1024
+                out["peak_from"] = "VmHWM" if hwm else "sampled VmRSS"
+                return result, (peak - before) / 1024
+
             for index in range(reps):
                 name = f"bench/upload-{index}.bin"
                 os.sync()
                 time.sleep(0.2)
-                before = proc_status(server.pid)["VmRSS"]
-                hwm = reset_peak_rss(server.pid)
-                with Sampler(server.pid) as sampler:
-                    status, seconds, answer = upload(server.port, source, name, 300)
-                peak = proc_status(server.pid)["VmHWM"] if hwm else sampler.peak_rss_kb
+                (status, seconds, answer), growth = measured(lambda: upload(server.port, source, name, 300))
                 uploaded = root / name
                 if status != 200 or not uploaded.exists() or uploaded.stat().st_size != nbytes:
                     raise RuntimeError(f"upload: status {status}: {answer[-200:]!r}")
                 runs["upload"].append(mib / seconds)
-                runs["upload_rss_growth"].append((peak - before) / 1024)
+                runs["upload_rss_growth"].append(growth)
+                time.sleep(0.2)
+                (status, got, seconds), growth = measured(lambda: download(server.port, name, 300))
+                if status != 200 or got != nbytes:
+                    raise RuntimeError(f"download: status {status}, {got} of {nbytes} bytes")
+                runs["download"].append(mib / seconds)
+                runs["download_rss_growth"].append(growth)
+                uploaded.unlink()
+                put_name = f"bench/put-{index}.bin"
                 os.sync()
                 time.sleep(0.2)
-                put_name = f"bench/put-{index}.bin"
-                before = proc_status(server.pid)["VmRSS"]
-                hwm = reset_peak_rss(server.pid)
-                with Sampler(server.pid) as sampler:
-                    status, seconds, answer = put_file(server.port, source, put_name, 300)
-                peak = proc_status(server.pid)["VmHWM"] if hwm else sampler.peak_rss_kb
+                (status, seconds, answer), growth = measured(lambda: put_file(server.port, source, put_name, 300))
                 put = root / put_name
                 if status not in (200, 201, 204) or not put.exists() or put.stat().st_size != nbytes:
                     raise RuntimeError(f"PUT /v1/files: status {status}: {answer[-200:]!r}")
                 runs["put"].append(mib / seconds)
-                runs["put_rss_growth"].append((peak - before) / 1024)
+                runs["put_rss_growth"].append(growth)
                 put.unlink()
-                time.sleep(0.2)
-                before = proc_status(server.pid)["VmRSS"]
-                hwm = reset_peak_rss(server.pid)
-                with Sampler(server.pid) as sampler:
-                    status, got, seconds = download(server.port, name, 300)
-                peak = proc_status(server.pid)["VmHWM"] if hwm else sampler.peak_rss_kb
-                if status != 200 or got != nbytes:
-                    raise RuntimeError(f"download: status {status}, {got} of {nbytes} bytes")
-                runs["download"].append(mib / seconds)
-                runs["download_rss_growth"].append((peak - before) / 1024)
-                uploaded.unlink()
-            out["rss_before_mib"] = before / 1024
-            out["peak_from"] = "VmHWM" if hwm else "sampled VmRSS"
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for key, values in runs.items():
