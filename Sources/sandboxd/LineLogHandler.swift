@@ -27,10 +27,8 @@ struct LineLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
-        file: String, function: String, line: UInt
-    ) {
+    func log(event: LogEvent) {
+        let (level, message, explicit) = (event.level, event.message, event.metadata)
         let all = metadata.isEmpty ? (explicit ?? [:]) : metadata.merging(explicit ?? [:], uniquingKeysWith: { $1 })
         let fields = all.sorted { $0.key < $1.key }
         var bytes: [UInt8]
@@ -77,17 +75,39 @@ struct LineLogHandler: LogHandler {
     /// Values reach log lines from clients (request paths, libmicrohttpd's messages about their requests), so every
     /// one goes through here.
     static func appendEscaped(_ text: String, to bytes: inout [UInt8], quotes: Bool = false) {
-        for scalar in text.unicodeScalars {
-            switch scalar.value {
-            case 0x5C: bytes += Array("\\\\".utf8)
-            case 0x22 where quotes: bytes += Array("\\\"".utf8)
-            case 0x0A: bytes += Array("\\n".utf8)
-            case 0x0D: bytes += Array("\\r".utf8)
-            case 0x09: bytes += Array("\\t".utf8)
-            case 0..<0x20, 0x7F: bytes += Array("\\x".utf8) + hex(scalar.value, digits: 2)
-            case 0x80...0x9F, 0x2028, 0x2029: bytes += Array("\\u{".utf8) + hex(scalar.value, digits: 4) + [0x7D]
-            default: bytes += String(scalar).utf8
+        var text = text
+        text.withUTF8 { utf8 in
+            // Runs of bytes that need no escape (nearly every value) are appended in one piece.
+            var run = 0
+            var index = 0
+            while index < utf8.count {
+                let byte = utf8[index]
+                var width = 1
+                let escape: [UInt8]
+                switch byte {
+                case 0x5C: escape = Array(#"\\"#.utf8)
+                case 0x22 where quotes: escape = Array(#"\""#.utf8)
+                case 0x0A: escape = Array(#"\n"#.utf8)
+                case 0x0D: escape = Array(#"\r"#.utf8)
+                case 0x09: escape = Array(#"\t"#.utf8)
+                case 0..<0x20, 0x7F: escape = Array(#"\x"#.utf8) + hex(UInt32(byte), digits: 2)
+                // U+0080–U+009F are C2 80–C2 9F in UTF-8; U+2028 and U+2029 are E2 80 A8 and E2 80 A9.
+                case 0xC2 where index + 1 < utf8.count && (0x80...0x9F).contains(utf8[index + 1]):
+                    escape = Array(#"\u{"#.utf8) + hex(UInt32(utf8[index + 1]), digits: 4) + [0x7D]
+                    width = 2
+                case 0xE2 where index + 2 < utf8.count && utf8[index + 1] == 0x80 && utf8[index + 2] & 0xFE == 0xA8:
+                    escape = Array(#"\u{"#.utf8) + hex(0x2000 | UInt32(utf8[index + 2] & 0x3F), digits: 4) + [0x7D]
+                    width = 3
+                default:
+                    index += 1
+                    continue
+                }
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run..<index]))
+                bytes += escape
+                index += width
+                run = index
             }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run...]))
         }
     }
 
