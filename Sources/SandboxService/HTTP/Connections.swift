@@ -80,32 +80,43 @@ final class Connections: Sendable {
     /// A request head arrived: its body, if any, comes next.
     func headReceived(on connection: OpaquePointer) {
         state.withLock { state in
-            let key = Self.key(connection)
-            state.connections[key]?.waitingSince = nil
-            state.connections[key]?.receivingBody = true
-            state.connections[key]?.endSeen = nil
+            Self.update(connection, in: &state) {
+                $0.waitingSince = nil
+                $0.receivingBody = true
+                $0.endSeen = nil
+            }
         }
     }
 
     /// The request's body is complete (or will not be read): it is being answered.
     func bodyReceived(on connection: OpaquePointer) {
         state.withLock { state in
-            let key = Self.key(connection)
-            state.connections[key]?.receivingBody = false
-            state.connections[key]?.endSeen = nil
+            Self.update(connection, in: &state) {
+                $0.receivingBody = false
+                $0.endSeen = nil
+            }
         }
     }
 
     /// A request ended: nothing of it is watched any more, and its connection (if still open) waits for the next.
     func requestEnded(_ request: ObjectIdentifier, on connection: OpaquePointer?) {
+        let now = DispatchTime.now()
         state.withLock { state in
-            state.requests.removeValue(forKey: request)
+            if !state.requests.isEmpty { state.requests.removeValue(forKey: request) }
             guard let connection else { return }
-            let key = Self.key(connection)
-            state.connections[key]?.waitingSince = .now()
-            state.connections[key]?.receivingBody = false
-            state.connections[key]?.endSeen = nil
+            Self.update(connection, in: &state) {
+                $0.waitingSince = now
+                $0.receivingBody = false
+                $0.endSeen = nil
+            }
         }
+    }
+
+    /// Changes an open connection's entry in place, with one lookup (these run for every request).
+    private static func update(_ connection: OpaquePointer, in state: inout State, _ change: (inout Connection) -> Void)
+    {
+        guard let index = state.connections.index(forKey: key(connection)) else { return }
+        change(&state.connections.values[index])
     }
 
     private static func key(_ connection: OpaquePointer) -> UInt {
