@@ -77,7 +77,7 @@ struct FilesV1ConditionalTests {
     private let status = FileTree.Status(
         isDirectory: false, size: 100, modifiedSeconds: 784_111_777, modifiedNanoseconds: 123, permissions: 0o644)
 
-    private func answer(_ headers: [String: String]) -> V1API.FileAnswer {
+    private func answer(_ headers: HeaderFields) -> V1API.FileAnswer {
         V1API.answer(headers: headers, validators: V1API.Validators(status), size: status.size)
     }
 

@@ -6,7 +6,7 @@ import Testing
 private func verdict(_ fields: [(String, String)], version: String = "HTTP/1.1", targetIsValid: Bool = true) -> Int? {
     let head = RequestHead(
         version: version, targetIsValid: targetIsValid,
-        fields: fields.map { (Array($0.0.utf8), Array($0.1.utf8)) })
+        fields: HeaderFields(fields))
     return head.refusal()?.status
 }
 
@@ -83,7 +83,7 @@ private func verdict(_ fields: [(String, String)], version: String = "HTTP/1.1",
     }
 
     @Test func everyRefusalClosesTheConnection() {
-        let head = RequestHead(version: "HTTP/1.1", targetIsValid: true, fields: [])
+        let head = RequestHead(version: "HTTP/1.1", targetIsValid: true, fields: [:])
         #expect(head.refusal()?.headers.contains { $0.0 == "Connection" && $0.1 == "close" } == true)
     }
 }

@@ -78,7 +78,7 @@ private func head(
 ) -> RequestHead {
     RequestHead(
         method: method, path: path, query: query, version: "HTTP/1.1", targetIsValid: true,
-        fields: fields.map { (Array($0.0.utf8), Array($0.1.utf8)) })
+        fields: HeaderFields(fields))
 }
 
 /// A machine with the head and the policy its first transition takes.

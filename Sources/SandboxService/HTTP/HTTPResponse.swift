@@ -42,14 +42,14 @@ public struct HTTPRequest: Sendable {
     public var path: String
     /// What the route's pattern captured (`{id}`, `{path...}`), percent-decoded once.
     public var parameters: PathParameters
-    /// Header values by lower-cased name.
-    public var headers: [String: String]
+    /// The header fields; `headers["content-type"]` is the first value of a field, by lower-cased name.
+    public var headers: HeaderFields
     /// Query arguments, percent-decoded.
     public var query: [String: String]
     public var body: [UInt8]
 
     public init(
-        method: String, path: String, parameters: PathParameters = PathParameters(), headers: [String: String] = [:],
+        method: String, path: String, parameters: PathParameters = PathParameters(), headers: HeaderFields = [:],
         query: [String: String] = [:], body: [UInt8] = []
     ) {
         self.method = method

@@ -45,11 +45,11 @@ extension RequestHead {
 
 /// Header fields as `MHD_get_connection_values` hands them over: names and values as sent, in order.
 final class FieldCollector {
-    private(set) var fields: [(name: [UInt8], value: [UInt8])] = []
+    private(set) var fields = HeaderFields(reservingBytes: 512, fields: 12)
 
     func add(key: UnsafePointer<CChar>, value: UnsafePointer<CChar>?) {
-        let bytes = { (text: UnsafePointer<CChar>) in Array(UnsafeRawBufferPointer(start: text, count: strlen(text))) }
-        fields.append((bytes(key), value.map(bytes) ?? []))
+        let bytes = { (text: UnsafePointer<CChar>) in UnsafeRawBufferPointer(start: text, count: strlen(text)) }
+        fields.append(name: bytes(key), value: value.map(bytes) ?? UnsafeRawBufferPointer(start: nil, count: 0))
     }
 }
 

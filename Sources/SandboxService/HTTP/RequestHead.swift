@@ -17,7 +17,7 @@ struct RequestHead {
     /// False when the request target held a byte that RFC 9112 does not allow in it (see `isValidTarget`).
     var targetIsValid: Bool
     /// Every header field in the order sent, repeats included: name (as sent) and value (without leading whitespace).
-    var fields: [(name: [UInt8], value: [UInt8])]
+    var fields: HeaderFields
 
     /// What the first Content-Length field (the one libmicrohttpd's own lookup finds) declares.
     enum DeclaredLength: Equatable {
@@ -28,7 +28,9 @@ struct RequestHead {
     }
 
     var declaredLength: DeclaredLength {
-        guard let field = fields.first(where: { Self.isNamed($0.name, Self.contentLength) }) else { return .none }
+        guard let field = fields.first(where: { HeaderFields.isNamed($0.name, Self.contentLength) }) else {
+            return .none
+        }
         let digits = Self.trimmed(field.value)
         guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ (48...57).contains($0) }) else {
             return .invalid
@@ -36,24 +38,15 @@ struct RequestHead {
         return .bytes(digits.reduce(0) { $0 * 10 + Int($1 - 48) })
     }
 
-    /// Header values by lower-cased name. A repeated field keeps its first value, as `MHD_lookup_connection_value` and
-    /// Starlette do.
-    var headers: [String: String] {
-        var headers: [String: String] = [:]
-        for field in fields {
-            let name = String(decoding: Self.lowercased(field.name), as: UTF8.self)
-            if headers[name] == nil { headers[name] = String(decoding: field.value, as: UTF8.self) }
-        }
-        return headers
-    }
-
     /// The answer refusing this head before any of its body is read, or nil if the request may be served. Every
     /// refusal closes the connection: whatever follows the head cannot be told apart from a next request.
     func refusal() -> APIError? {
         guard targetIsValid else { return Self.refuse("Invalid request target") }
-        var hosts: [[UInt8]] = []
-        var lengths: [[UInt8]] = []
-        var codings: [[UInt8]] = []
+        var hosts = 0
+        var host: ArraySlice<UInt8>?
+        var length: ArraySlice<UInt8>?
+        var lengthsDiffer = false
+        var codings: [ArraySlice<UInt8>] = []
         for field in fields {
             // Whitespace before the colon ends up in the name (`Transfer-Encoding :`), where no lookup finds it.
             guard !field.name.isEmpty, field.name.allSatisfy({ Self.tokenBytes[Int($0)] }) else {
@@ -62,20 +55,23 @@ struct RequestHead {
             guard !field.value.contains(where: Self.isControlInValue) else {
                 return Self.refuse("Invalid header field value")
             }
-            switch Self.lowercased(field.name) {
-            case Self.host: hosts.append(field.value)
-            case Self.contentLength: lengths.append(field.value)
-            case Self.transferEncoding: codings.append(field.value)
-            default: break
+            if HeaderFields.isNamed(field.name, Self.host) {
+                hosts += 1
+                host = host ?? field.value
+            } else if HeaderFields.isNamed(field.name, Self.contentLength) {
+                lengthsDiffer = lengthsDiffer || (length.map { $0 != field.value } ?? false)
+                length = length ?? field.value
+            } else if HeaderFields.isNamed(field.name, Self.transferEncoding) {
+                codings.append(field.value)
             }
         }
-        guard hosts.count <= 1 else { return Self.refuse("More than one Host header") }
-        guard !hosts.isEmpty || version == "HTTP/1.0" else { return Self.refuse("Missing Host header") }
-        if let host = hosts.first, !Self.trimmed(host).allSatisfy({ Self.hostBytes[Int($0)] }) {
+        guard hosts <= 1 else { return Self.refuse("More than one Host header") }
+        guard hosts == 1 || version == "HTTP/1.0" else { return Self.refuse("Missing Host header") }
+        if let host, !Self.trimmed(host).allSatisfy({ Self.hostBytes[Int($0)] }) {
             return Self.refuse("Invalid Host header")
         }
-        if !codings.isEmpty { return transferEncodingRefusal(codings, withLength: !lengths.isEmpty) }
-        if lengths.contains(where: { $0 != lengths[0] }) { return Self.refuse("Conflicting Content-Length headers") }
+        if !codings.isEmpty { return transferEncodingRefusal(codings, withLength: length != nil) }
+        if lengthsDiffer { return Self.refuse("Conflicting Content-Length headers") }
         return nil
     }
 
@@ -83,15 +79,15 @@ struct RequestHead {
     /// other value it waits for the connection to close, and it ignores a Content-Length beside it. sandboxd accepts
     /// `chunked` alone: a single other coding is one it does not implement (501, RFC 9112 §6.1); anything else (a
     /// list, `chunked` not last or twice, Content-Length as well, HTTP/1.0) leaves the length to disagreement (400).
-    private func transferEncodingRefusal(_ values: [[UInt8]], withLength: Bool) -> APIError? {
+    private func transferEncodingRefusal(_ values: [ArraySlice<UInt8>], withLength: Bool) -> APIError? {
         guard version != "HTTP/1.0" else { return Self.refuse("Transfer-Encoding in an HTTP/1.0 request") }
         guard !withLength else { return Self.refuse("Transfer-Encoding and Content-Length together") }
-        if values.count == 1 && Self.lowercased(values[0]) == Self.chunked { return nil }
+        if values.count == 1 && HeaderFields.isNamed(values[0], Self.chunked) { return nil }
         let codings = values.flatMap { $0.split(separator: UInt8(ascii: ",")) }.map(Self.trimmed).filter {
             !$0.isEmpty
         }
         if codings.count == 1, let coding = codings.first, coding.allSatisfy({ Self.tokenBytes[Int($0)] }),
-            Self.lowercased(coding) != Self.chunked
+            !HeaderFields.isNamed(coding, Self.chunked)
         {
             return Self.refuse(
                 "Transfer coding '\(String(decoding: coding, as: UTF8.self))' is not implemented", status: 501)
@@ -137,20 +133,9 @@ struct RequestHead {
         (byte < 0x20 && byte != 0x09) || byte == 0x7F
     }
 
-    private static func trimmed(_ value: some Collection<UInt8>) -> [UInt8] {
-        let isSpace = { (byte: UInt8) in byte == 0x20 || byte == 0x09 }
-        return Array(value.drop(while: isSpace).reversed().drop(while: isSpace).reversed())
-    }
-
-    /// Whether `name` is `lowercasedName` in any case.
-    private static func isNamed(_ name: [UInt8], _ lowercasedName: [UInt8]) -> Bool {
-        name.count == lowercasedName.count
-            && zip(name, lowercasedName).allSatisfy {
-                (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 == $1 : $0 == $1
-            }
-    }
-
-    private static func lowercased(_ bytes: [UInt8]) -> [UInt8] {
-        bytes.map { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 : $0 }
+    private static func trimmed(_ value: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        let isText = { (byte: UInt8) in byte != 0x20 && byte != 0x09 }
+        guard let first = value.firstIndex(where: isText), let last = value.lastIndex(where: isText) else { return [] }
+        return value[first...last]
     }
 }

@@ -117,7 +117,7 @@ struct RequestMachine {
             return .proceed
         }
         request.path = String(decoding: bytes, as: UTF8.self)
-        request.headers = head.headers
+        request.headers = head.fields
         request.query = head.query
         if let token = policy.bearerToken, !isPublic,
             !(request.headers["authorization"].map { BearerToken.matches($0, expected: token) } ?? false)

@@ -27,21 +27,21 @@ extension V1API {
 
     /// Evaluates `If-Match`, `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since`, `If-Range` and `Range`
     /// in the order RFC 9110 §13.2.2 gives. Unparseable dates are ignored, as the RFC requires.
-    static func answer(headers: [String: String], validators: Validators, size: UInt64) -> FileAnswer {
+    static func answer(headers fields: HeaderFields, validators: Validators, size: UInt64) -> FileAnswer {
         // An empty header counts as absent, as Go's net/http (which the v1 API mirrors) treats it.
-        let headers = headers.filter { !$0.value.trimmingWhitespace().isEmpty }
-        if let ifMatch = headers["if-match"] {
+        let headers = { (name: String) in fields[name].flatMap { $0.trimmingWhitespace().isEmpty ? nil : $0 } }
+        if let ifMatch = headers("if-match") {
             guard EntityTags(ifMatch).matches(validators.etag, weak: false) else { return .preconditionFailed }
-        } else if let since = headers["if-unmodified-since"].flatMap(HTTPDate.parse), validators.lastModified > since {
+        } else if let since = headers("if-unmodified-since").flatMap(HTTPDate.parse), validators.lastModified > since {
             return .preconditionFailed
         }
-        if let ifNoneMatch = headers["if-none-match"] {
+        if let ifNoneMatch = headers("if-none-match") {
             if EntityTags(ifNoneMatch).matches(validators.etag, weak: true) { return .notModified }
-        } else if let since = headers["if-modified-since"].flatMap(HTTPDate.parse), validators.lastModified <= since {
+        } else if let since = headers("if-modified-since").flatMap(HTTPDate.parse), validators.lastModified <= since {
             return .notModified
         }
-        guard let range = headers["range"] else { return .whole }
-        if let ifRange = headers["if-range"] {
+        guard let range = headers("range") else { return .whole }
+        if let ifRange = headers("if-range") {
             let trimmed = String(trimmed(Substring(ifRange)))
             let current =
                 trimmed.hasPrefix("\"") || trimmed.hasPrefix("W/")
@@ -57,7 +57,7 @@ extension V1API {
     }
 
     /// The answer to a GET or HEAD of a regular file open as `fd`; the response owns `fd` or it is closed here.
-    static func fileResponse(fd: Int32, status: FileTree.Status, headers: [String: String]) -> HTTPResponse {
+    static func fileResponse(fd: Int32, status: FileTree.Status, headers: HeaderFields) -> HTTPResponse {
         let validators = Validators(status)
         let cache = [("ETag", validators.etag), ("Last-Modified", HTTPDate.imfFixdate(validators.lastModified))]
         let answer = answer(headers: headers, validators: validators, size: status.size)
