@@ -60,6 +60,9 @@ final class ChildReaper: Sendable {
     /// Signalled on every spawn when there is a reaper thread, which sleeps while sandboxd has no children at all.
     private let childAdded = Semaphore()
     private let onLoop: Bool
+    /// `/proc/sys/kernel/ns_last_pid`, open for the life of the process (-1 if it could not be opened: then every
+    /// reap is followed by a sweep).
+    private let lastPidFile: Int32
     /// Unclaimed statuses older than this belong to orphans, not to a spawn in progress.
     private static let unclaimedLifetime: UInt64 = 10_000_000_000
     /// The least time between two sweeps: a burst of ended commands costs one scan of /proc per interval, and a
@@ -70,6 +73,7 @@ final class ChildReaper: Sendable {
 
     private init(loop: IOLoop) {
         self.loop = loop
+        lastPidFile = open("/proc/sys/kernel/ns_last_pid", O_RDONLY | O_CLOEXEC)
         var childSignal = Self.childSignal
         let signals: Int32? =
             if childSignalBlocked.load(ordering: .acquiring) {
@@ -131,10 +135,16 @@ final class ChildReaper: Sendable {
     /// Processes the sweeps have killed: descendants that outlived their command.
     var straysKilled: Int { state.withLock { $0.sweep.killed } }
 
-    /// Kills the group of a child that has exited (unreaped), then reaps it and hands its status on.
-    private func reap(_ pid: pid_t) -> Bool {
+    /// Kills the group of a child that has exited (unreaped), then reaps it and hands its status on. Returns
+    /// whether it was reaped, and whether a sweep must follow: unless the child was a command's main process that
+    /// never forked, something of its may have been re-parented to this process.
+    private func reap(_ pid: pid_t) -> (reaped: Bool, sweep: Bool) {
         let (child, killsUnknown) = state.withLock { ($0.children[pid], $0.sweep.enabled || $0.spawning > 0) }
+        var sweep = true
         if let child {
+            // No pid was allocated in this pid namespace since this one (which its zombie still holds, so it cannot
+            // have been given out again): the command created no process, and nothing of it can outlive it.
+            sweep = lastAllocatedPid() != pid
             // Marked first, so the command sends no signal of its own to the group once it is reaped.
             child.exited()
             _ = kill(-pid, SIGKILL)
@@ -144,9 +154,26 @@ final class ChildReaper: Sendable {
             _ = kill(-pid, SIGKILL)
         }
         var status: Int32 = 0
-        guard waitpid(pid, &status, WNOHANG) == pid else { return false }
+        guard waitpid(pid, &status, WNOHANG) == pid else { return (false, sweep) }
         deliver(pid: pid, status: status)
-        return true
+        return (true, sweep)
+    }
+
+    /// The pid namespace's last allocated pid (`/proc/sys/kernel/ns_last_pid`, read afresh at offset 0), or nil
+    /// when it cannot be read.
+    private func lastAllocatedPid() -> pid_t? {
+        guard lastPidFile >= 0 else { return nil }
+        var text = (0 as UInt64, 0 as UInt64)
+        let count = withUnsafeMutableBytes(of: &text) { pread(lastPidFile, $0.baseAddress, $0.count, 0) }
+        guard count > 0 else { return nil }
+        return withUnsafeBytes(of: &text) { bytes in
+            var value: pid_t = 0
+            for byte in bytes.prefix(count) {
+                guard (48...57).contains(byte) else { return byte == 0x0A ? value : nil }
+                value = value * 10 + pid_t(byte - 48)
+            }
+            return nil
+        }
     }
 
     /// Hands a reaped status to its command, or keeps it as unclaimed.
@@ -165,14 +192,16 @@ final class ChildReaper: Sendable {
 
     /// On the I/O loop: reaps every child that has exited.
     private func reapAvailable() {
-        var reaped = false
+        var sweep = false
         while true {
             let pid = (try? Self.exitedChild(blocking: false)) ?? -1
+            guard pid > 0 else { break }
+            let outcome = reap(pid)
             // A pid that cannot be reaped (a failed spawn's own `waitpid` took it) is not offered again.
-            guard pid > 0, reap(pid) else { break }
-            reaped = true
+            guard outcome.reaped else { break }
+            sweep = sweep || outcome.sweep
         }
-        if reaped { requestSweep() }
+        if sweep { requestSweep() }
     }
 
     /// `waitid(P_ALL, …, WEXITED | WNOWAIT)`: the pid of a child that has exited, left unreaped (its zombie keeps the
@@ -203,7 +232,7 @@ final class ChildReaper: Sendable {
         while true {
             do throws(Errno) {
                 let pid = try Self.exitedChild(blocking: true)
-                if pid > 0 && reap(pid) { requestSweep() }
+                if pid > 0, case (true, true) = reap(pid) { requestSweep() }
             } catch ECHILD {
                 childAdded.wait()
             } catch {
