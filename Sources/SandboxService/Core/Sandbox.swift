@@ -78,6 +78,7 @@ public final class Sandbox: Sendable {
     /// `base` (`KEY=value` strings) with `changes` applied: a variable set again keeps its place, a new one is added
     /// after the others in the order first named, the last value of a name wins, nil removes it.
     static func environment(base: [String], applying changes: [(String, String?)]) -> [String] {
+        guard !changes.isEmpty else { return base }  // most commands: the server's environment as it is, shared
         let changed = Dictionary(changes, uniquingKeysWith: { $1 })
         var seen: Set<String> = []
         var result: [String] = []
