@@ -18,6 +18,12 @@ public final class Metrics: Sendable {
         var buckets = [UInt64](repeating: 0, count: Metrics.durationBuckets.count)
         var count: UInt64 = 0
         var sum = 0.0
+
+        mutating func record(_ seconds: Double) {
+            for (index, bound) in Metrics.durationBuckets.enumerated() where seconds <= bound { buckets[index] += 1 }
+            count += 1
+            sum += seconds
+        }
     }
 
     private struct State {
@@ -40,13 +46,8 @@ public final class Metrics: Sendable {
     public func observe(route: String, method: String, status: Int, seconds: Double) {
         state.withLock { state in
             state.requests[RequestKey(route: route, method: method, status: status), default: 0] += 1
-            var histogram = state.durations[route] ?? Histogram()
-            for (index, bound) in Self.durationBuckets.enumerated() where seconds <= bound {
-                histogram.buckets[index] += 1
-            }
-            histogram.count += 1
-            histogram.sum += seconds
-            state.durations[route] = histogram
+            // In place: a copy taken out of the dictionary and stored back copied its buckets on every request.
+            state.durations[route, default: Histogram()].record(seconds)
         }
     }
 
