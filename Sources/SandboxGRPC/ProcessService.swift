@@ -47,33 +47,31 @@ struct ProcessService: Process_V1_ProcessService.SimpleServiceProtocol {
         -> Process_V1_ExecuteResponse
     {
         let spec = try command(request.config)
-        let events = CommandEvents(highWater: sandbox.streamBufferBytes)
-        let command = try run(spec, events)
-        var exited = false
-        defer { if !exited { command.cancel() } }
-        let limit = sandbox.maxOutputBytes
-        return try await withRPCCancellationHandler {
-            var answer = Process_V1_ExecuteResponse()
-            var output = CollectedOutput(limit: limit)
-            for await event in events {
-                switch event {
-                case .stdout(let bytes): output.append(bytes, from: .stdout)
-                case .stderr(let bytes): output.append(bytes, from: .stderr)
-                case .exit(let termination):
-                    exited = true
-                    answer.exitCode = Self.exitCode(termination)
-                }
+        // Collected on the I/O loop as it arrives; the call resumes once, with everything, when the command ends
+        // (a sequence of events would cross threads for every piece of output).
+        let ended = Arrival<(output: CollectedOutput, termination: Termination)>()
+        let command: RunningCommand
+        do {
+            command = try sandbox.run(spec, collecting: CollectedOutput(limit: sandbox.maxOutputBytes)) {
+                ended.fulfil(($0, $1))
             }
-            // Killed because the deadline passed or the caller left: the answer is the status, not the output.
-            if context.cancellation.isCancelled {
-                throw RPCError(code: .cancelled, message: "the call ended before the command did; its tree was killed")
-            }
-            answer.stdout = Data(output.bytes(of: .stdout))
-            answer.stderr = Data(output.bytes(of: .stderr))
-            return answer
+        } catch {
+            throw RPCError(error)
+        }
+        // A cancelled call kills the tree; its end still arrives, and the answer is then the status.
+        let (output, termination) = await withRPCCancellationHandler {
+            await ended.value
         } onCancelRPC: {
             command.cancel()
         }
+        if context.cancellation.isCancelled {
+            throw RPCError(code: .cancelled, message: "the call ended before the command did; its tree was killed")
+        }
+        var answer = Process_V1_ExecuteResponse()
+        answer.exitCode = Self.exitCode(termination)
+        answer.stdout = Data(output.bytes(of: .stdout))
+        answer.stderr = Data(output.bytes(of: .stderr))
+        return answer
     }
 
     func writeStdin(request: Process_V1_WriteStdinRequest, context: ServerContext) async throws
@@ -189,5 +187,37 @@ extension RPCError {
             case .internal: .internalError
             }
         self.init(code: code, message: error.message)
+    }
+}
+
+/// A value that arrives once, from any thread, for one task to await.
+final class Arrival<Value: Sendable>: Sendable {
+    private enum State {
+        case waiting(CheckedContinuation<Value, Never>?)
+        case arrived(Value)
+    }
+
+    private let state = Mutex(State.waiting(nil))
+
+    func fulfil(_ value: Value) {
+        let waiter = state.withLock { state -> CheckedContinuation<Value, Never>? in
+            guard case .waiting(let waiter) = state else { return nil }
+            state = .arrived(value)
+            return waiter
+        }
+        waiter?.resume(returning: value)
+    }
+
+    var value: Value {
+        get async {
+            await withCheckedContinuation { continuation in
+                let arrived = state.withLock { state -> Value? in
+                    if case .arrived(let value) = state { return value }
+                    state = .waiting(continuation)
+                    return nil
+                }
+                if let arrived { continuation.resume(returning: arrived) }
+            }
+        }
     }
 }
