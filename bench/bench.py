@@ -6,7 +6,8 @@
     python3 bench/bench.py --bin .build-release/release/sandboxd --only grpc  # only the gRPC steps
 
 Prints a table (sandboxd, the limit, the ratio sandboxd/limit, issue 6's target, pass/fail) and writes
-bench/out/results.json and bench/out/chart.png; a full run also rewrites bench/RESULTS.md and bench/RESULTS.png.
+bench/out/results.json and bench/out/chart.png (and scale.png: the scale step against N); a full run also rewrites
+bench/RESULTS.md, bench/RESULTS.png and bench/RESULTS-scale.png.
 A missed target never makes it exit non-zero (it is a benchmark); a step that produced no number does
 (and `--smoke` checks only that: every step produced a number).
 
@@ -60,6 +61,7 @@ FULL = dict(
     rounds=2,  # GET /, /execute and concurrency: sandboxd and its limit alternate this many times; best of each
     watch_files=50,  # files created one at a time under a watch, each timed from its close to its event
     watch_tree_dirs=500,  # the watched tree: this many directories of 20 files (10,000 files)
+    scale=(1000, 2000, 5000),  # concurrent `sleep 2` streams, each size against a fresh server; targets at the last
 )
 SMOKE = dict(
     starts=3,
@@ -76,6 +78,7 @@ SMOKE = dict(
     rounds=1,
     watch_files=5,
     watch_tree_dirs=50,
+    scale=(20, 40, 100),
 )
 
 # Every process this script started, so that it can end them (and only them) whatever happens.
@@ -1470,6 +1473,284 @@ def step_watch(ctx: Context) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Scale: concurrent streams past 1,000, each size against a fresh server with a descriptor limit raised for it.
+
+SCALE_NOFILE = 65536  # this step's descriptor limit, for the server (inherited) and for this script's client sockets
+SCALE_SPARE = 64  # connections and processes allowed beyond the streams: the GET / probe and stragglers
+
+
+def scale_descriptors(count: int) -> int:
+    """Descriptors sandboxd may hold with `--max-connections` and `--max-processes` of `count` + SCALE_SPARE: its
+    reserve (64) and 3 per connection and 3 per running command (DescriptorBudget in Sources/)."""
+    return 64 + 6 * (count + SCALE_SPARE)
+
+
+def scale_cap(nofile: int) -> int:
+    """The most streams a descriptor limit of `nofile` lets this step run: a stream of `sleep` holds 3 of the server's
+    descriptors (its socket and the command's stdout and stderr pipes; measured, and sampled by the step), fewer than
+    its budget's 6; the server's own (about 20) and the spares' take the rest. This script holds one socket per stream,
+    the floor one pipe per `sleep`."""
+    return max(1, (nofile - 64 - 3 * SCALE_SPARE) // 3)
+
+
+def raise_nofile(wanted: int) -> tuple[int, str | None]:
+    """Raises this process's soft and hard descriptor limits to `wanted` (root may, up to fs.nr_open); the processes
+    it starts inherit them. Returns the soft limit now in force and, if it is lower than `wanted`, why."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted, None
+        except (ValueError, OSError) as error:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard, f"cannot raise the descriptor limit to {wanted} ({error}); {hard} is the hard limit"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    return max(soft, wanted), None
+
+
+def process_start(pid: int) -> int | None:
+    """A process's start time (field 22 of /proc/<pid>/stat), which tells it from a later process with its pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def children_of(pid: int) -> list[int]:
+    """The direct children of every thread of `pid`."""
+    children = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    children.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return children
+
+
+def end_left_behind(processes: dict[int, int | None]) -> int:
+    """SIGKILLs those of `processes` (pid → start time) that still run as the same process; returns how many."""
+    ended = 0
+    for pid, start in processes.items():
+        if start is not None and process_start(pid) == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                ended += 1
+            except OSError:
+                pass
+    return ended
+
+
+class ChildWatcher:
+    """Counts a server's children every 50 ms while a burst runs: the most commands running at once, and the server's
+    descriptors when they were most (read at most every 0.25 s); reads the memory of 20 of them once 20 run (what a
+    pod pays per command outside the server)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak = 0
+        self.sampled: list[dict] = []
+        self.descriptors: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        counted_at = 0.0
+        while not self._stop.is_set():
+            children = children_of(self.pid)
+            if len(children) > self.peak:
+                self.peak = len(children)
+                if time.monotonic() - counted_at >= 0.25:
+                    try:
+                        self.descriptors = len(os.listdir(f"/proc/{self.pid}/fd"))
+                        counted_at = time.monotonic()
+                    except OSError:
+                        pass
+            if not self.sampled and len(children) >= 20:
+                self.sampled = [proc_status_extra(child) for child in children[:20]]
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def proc_status_extra(pid: int) -> dict:
+    """VmRSS, RssAnon and VmPTE (page tables) of a process, kB."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "VmPTE"):
+                    fields[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return fields
+
+
+def server_nofile(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def budget_lines(logdir: Path) -> tuple[str | None, str | None]:
+    """The budget the server derived at start (its last `descriptor limit …` log line) and, if it logged one, its
+    warning that the budget exceeds the limit."""
+    try:
+        lines = (logdir / "sandboxd.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None, None
+    starts = [i for i, line in enumerate(lines) if "descriptor limit" in line and " info " in line]
+    if not starts:
+        return None, None
+    budget = lines[starts[-1]].split("sandboxd: ", 1)[-1]
+    warning = next((line.split("sandboxd: ", 1)[-1] for line in lines[starts[-1] + 1 : starts[-1] + 4]
+                    if "may need" in line), None)
+    return budget, warning
+
+
+def answer_kind(answer, check: bytes) -> str:
+    """`ok`, or what went wrong with one stream: the exception, or the answer's status line and the end of its body
+    (a refusal's message)."""
+    if isinstance(answer, BaseException):
+        return f"{type(answer).__name__}: {answer}"[:200]
+    if check in answer:
+        return "ok"
+    if not answer:
+        return "closed without an answer"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return (head.split(b"\r\n", 1)[0] + b" " + body[-160:]).decode("latin-1").replace("\r\n", " ")[:240]
+
+
+def scale_run(ctx: Context, count: int) -> dict:
+    """`count` streams of `sleep 2` opened at once against a fresh server: the time from the first connection to the
+    last stream's end, its peak threads and RSS, RSS per command, and GET / meanwhile from a process of its own.
+    Whatever happens, the server and the probe are ended and no `sleep` of this run is left running."""
+    check = b'event: done\ndata: {"exit_code":0'
+    body = json.dumps({"command": "sleep 2"}).encode()
+    request = (f"POST /execute/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    limits = ["--max-connections", str(count + SCALE_SPARE), "--max-processes", str(count + SCALE_SPARE),
+              "--shutdown-timeout", "3"]
+    out: dict = {"count": count}
+    left: dict[int, int | None] = {}
+    try:
+        with ctx.sandboxd(extra=limits) as server:
+            prober = None
+            try:
+                time.sleep(0.2)
+                out["server_nofile"] = server_nofile(server.pid)
+                out["server_budget"], out["server_budget_warning"] = budget_lines(ctx.workdir)
+                prober = popen([sys.executable, __file__, "--probe", str(server.port), "5", "180"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                if prober.stdout.readline().strip() != "ready":
+                    raise RuntimeError("the GET / probe never had an answer")
+                time.sleep(ctx.sizes["probe_idle_seconds"])  # the probe's baseline: the same GET / on the idle server
+                idle = proc_status(server.pid)
+                reset_peak_rss(server.pid)
+                drops_before = listen_drops()
+                with Sampler(server.pid, 0.01) as sampler, ChildWatcher(server.pid) as watcher:
+                    results, seconds, start_ns, end_ns, finished = asyncio.run(burst(server.port, request, count, 90))
+                drops_after = listen_drops()
+                after = proc_status(server.pid)
+                prober.stdin.close()
+                probe_out = json.loads(prober.stdout.read())
+                prober.wait(30)
+                CHILDREN.remove(prober)
+                prober = None
+            finally:
+                left = {pid: process_start(pid) for pid in children_of(server.pid)}
+                if prober is not None:
+                    end_process(prober, grace=5)
+    finally:
+        out["left_behind_ended"] = end_left_behind(left)
+    kinds: dict[str, int] = {}
+    for answer in results:
+        kind = answer_kind(answer, check)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    failures = count - kinds.pop("ok", 0)
+    during = [lat for t, lat in probe_out["samples"] if start_ns <= t <= end_ns]
+    idle_probes = [lat for t, lat in probe_out["samples"] if t < start_ns]
+    peak_kb = max(sampler.peak_rss_kb, after.get("VmHWM", 0))
+    children = watcher.sampled
+    out.update({
+        "seconds": seconds,
+        "answer_p50_s": percentile(finished, 50),
+        "answer_p99_s": percentile(finished, 99),
+        "failures": failures,
+        "failure_kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:5]),
+        "commands_running_peak": watcher.peak,
+        "server_descriptors_most_running": watcher.descriptors,
+        "idle_threads": idle.get("Threads"),
+        "idle_rss_mib": idle.get("VmRSS", 0) / 1024,
+        "peak_threads": sampler.peak_threads,
+        "peak_rss_mib": peak_kb / 1024,
+        "rss_per_command_kib": (peak_kb - idle.get("VmRSS", 0)) / count,
+        "rss_samples": sampler.samples,
+        "command_rss_kib": median([c["VmRSS"] for c in children if "VmRSS" in c]),
+        "command_rss_anon_kib": median([c["RssAnon"] for c in children if "RssAnon" in c]),
+        "command_page_tables_kib": median([c["VmPTE"] for c in children if "VmPTE" in c]),
+        "listen_drops_during": {k: drops_after.get(k, 0) - v for k, v in drops_before.items()},
+        "get_probes_during": len(during),
+        "get_probe_errors": probe_out["errors"],
+        "get_p50_ms": percentile(during, 50),
+        "get_p99_ms": percentile(during, 99),
+        "get_max_ms": max(during) if during else None,
+        "get_idle_p99_ms": percentile(idle_probes, 99),
+    })
+    if failures:
+        log(f"   {failures} of {count} streams did not end with exit 0: {out['failure_kinds']}")
+    return out
+
+
+def step_scale(ctx: Context) -> dict:
+    """For each of `scale` sizes: the spawn floor's burst of that many `sleep 2`, then that many streams of `sleep 2`
+    against a fresh server, with this step's descriptor limit (SCALE_NOFILE) for the server and this script; without
+    the privilege to raise it, sizes are capped to what the limit allows (and say so). A run that fails is kept as
+    its error; the other sizes still run."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile, why = raise_nofile(SCALE_NOFILE)
+    out: dict = {"nofile": nofile, "nofile_before": list(before), "nofile_note": why, "runs": {},
+                 "step_errors": []}
+    if why:
+        log(f"   {why}")
+    try:
+        for requested in ctx.sizes["scale"]:
+            count = min(requested, scale_cap(nofile))
+            run: dict = {"requested": requested, "count": count, "descriptors_needed": scale_descriptors(count),
+                         "loadavg_1min": loadavg()}
+            if count < requested:
+                run["capped_by"] = f"descriptor limit {nofile}"
+            log(f"   {count} streams of sleep 2")
+            try:
+                run["floor"] = run_json([str(ctx.spawn_floor), "burst", str(count), "60", "sleep", "2"], timeout=90)
+                run.update(scale_run(ctx, count))
+            except Exception as error:  # noqa: BLE001 - the other sizes still run; the error is reported
+                run["error"] = f"{type(error).__name__}: {error}"
+                out["step_errors"].append(f"{requested} streams: {run['error']}")
+                log(traceback.format_exc())
+            out["runs"][str(requested)] = run
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+    return out
+
+
 STEPS = [
     ("startup", step_startup),
     ("get", step_get),
@@ -1482,6 +1763,7 @@ STEPS = [
     ("grpc_concurrency", step_grpc_concurrency),
     ("grpc_idle", step_grpc_idle),
     ("watch", step_watch),
+    ("scale", step_scale),
 ]
 
 
@@ -1632,7 +1914,42 @@ def build_rows(r: dict, sizes: dict) -> list[dict]:
         "same probe, idle server, just before", ("value<=", 20), "lower")
     row(f"{n} concurrent gRPC Start sleep 1: peak RSS", "MiB", get(r, "grpc_concurrency", "start", "peak_rss_mib"),
         None, "", None, "lower")
+    scale = tuple(sizes.get("scale", ()))
+    if scale:
+        last = scale_run_for(r, scale[-1])
+        n_last = last.get("count", scale[-1])
+        row("scale: descriptor limit of the server and the client", "", get(r, "scale", "nofile"),
+            last.get("descriptors_needed"), f"sandboxd's budget for {n_last} streams: 64 + 6 × (N + 64)")
+        row(f"scale: server descriptors with the most of {n_last} commands running", "",
+            last.get("server_descriptors_most_running"), get(r, "scale", "nofile"), "the descriptor limit")
+    for requested in scale:
+        run = scale_run_for(r, requested)
+        at_target = requested == scale[-1]  # the issue's targets are for the largest size
+        count = run.get("count", requested)
+        label = f"{count} concurrent sleep 2 streams"
+        if run.get("capped_by"):
+            label += f" (capped from {requested} by the {run['capped_by']})"
+        row(f"{label}: wall time", "s", run.get("seconds"), get(run, "floor", "seconds"),
+            f"posix_spawn {count} × sleep 2", ("value<=", 5) if at_target else None, "lower", chart=at_target)
+        ended = count - run["failures"] if run.get("failures") is not None else None
+        kinds = run.get("failure_kinds") or {}
+        row(f"{label}: ended with exit 0" + (f" (else: {next(iter(kinds))})" if kinds else ""), "", ended,
+            count if ended is not None else None, "streams opened", ("ratio>=", 1.0))
+        row(f"{label}: most commands running at once", "", run.get("commands_running_peak"),
+            count if run.get("commands_running_peak") is not None else None, "streams opened", None)
+        row(f"{label}: server peak threads", "", run.get("peak_threads"), None, "",
+            ("value<=", 32) if at_target else None, "lower")
+        row(f"{label}: server peak RSS", "MiB", run.get("peak_rss_mib"), run.get("idle_rss_mib"),
+            "idle RSS just before", None, "lower")
+        row(f"{label}: server RSS per command", "KiB", run.get("rss_per_command_kib"), None, "",
+            ("value<=", 40) if at_target else None, "lower")
+        row(f"{label}: GET / p99 meanwhile", "ms", run.get("get_p99_ms"), run.get("get_idle_p99_ms"),
+            "same probe, idle server, just before", ("value<=", 50) if at_target else None, "lower")
     return rows
+
+
+def scale_run_for(r: dict, requested: int) -> dict:
+    return get(r, "scale", "runs", str(requested)) or {}
 
 
 def fmt(value) -> str:
@@ -1761,6 +2078,59 @@ def chart(rows, path: Path, title: str) -> str | None:
     return None
 
 
+def scale_chart(result: dict, path: Path, title: str) -> str | None:
+    """The scale step against N: wall time (sandboxd and the spawn floor) and server RSS per command, with the
+    targets; each point is labelled with the server's peak threads and GET / p99."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        return f"no chart (scale): {error}"
+    runs = [run for run in result["runs"].values() if run.get("seconds") is not None]
+    if not runs:
+        return "no chart (scale): no size produced a number"
+    ns = [run["count"] for run in runs]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    ax = axes[0]
+    ax.plot(ns, [run["seconds"] for run in runs], "o-", color="#2e86c1",
+            label="sandboxd: first connection → last done")
+    floors = [(run["count"], get(run, "floor", "seconds")) for run in runs if get(run, "floor", "seconds")]
+    ax.plot([n for n, _ in floors], [v for _, v in floors], "s--", color="#7f8c8d",
+            label="floor: posix_spawn N × sleep 2, pipes read, reaped")
+    ax.axhline(5, color="#c0392b", linestyle=":", label="target at 5,000: 5 s")
+    ax.axhline(2, color="black", linewidth=0.8, label="sleep 2 itself")
+    for run in runs:
+        ax.annotate(f"{run['peak_threads']} threads\nGET / p99 {fmt(run['get_p99_ms'])} ms"
+                    + (f"\n{run['failures']} failed" if run.get("failures") else ""),
+                    (run["count"], run["seconds"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xlabel("concurrent `sleep 2` streams (N)")
+    ax.set_ylabel("s")
+    ax.set_xticks(ns)
+    ax.set_ylim(0, max([5.0] + [run["seconds"] for run in runs] + [v for _, v in floors]) * 1.3)
+    ax.set_title("Wall time against N")
+    ax.legend(fontsize=8, loc="upper left")
+    ax = axes[1]
+    ax.plot(ns, [run["rss_per_command_kib"] for run in runs], "o-", color="#2e86c1",
+            label="(peak RSS − idle RSS) / N")
+    ax.axhline(40, color="#c0392b", linestyle=":", label="target at 5,000: 40 KiB")
+    for run in runs:
+        ax.annotate(f"peak {fmt(run['peak_rss_mib'])} MiB", (run["count"], run["rss_per_command_kib"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_xlabel("concurrent `sleep 2` streams (N)")
+    ax.set_ylabel("KiB of server RSS per running command")
+    ax.set_xticks(ns)
+    ax.set_ylim(0, max([40.0] + [run["rss_per_command_kib"] for run in runs]) * 1.3)
+    ax.set_title("Server memory per command against N")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
 def git_source() -> str:
     """The commit the binary was built from, and whether the work tree had changes."""
     try:
@@ -1813,7 +2183,7 @@ def machine() -> dict:
     }
 
 
-def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> None:
+def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str, scale_chart_name: str | None) -> None:
     m = meta["machine"]
     misses = [row for row in rows if row["pass"] is False]
     lines = [
@@ -1829,7 +2199,7 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         f"{m['nproc']} cores: the 1-minute load average was {m['loadavg_1min_at_start']} at the start of this run, "
         + ", ".join(f"{k} {v}" for k, v in meta["loadavg_1min_at_step_start"].items()) + " at the start of each step)"
         ": compare within a run. Targets are issue 6's; a missed target is marked, never an error. "
-        "`make bench` runs it all (about two minutes, and one more for the gRPC steps); `make bench-smoke` runs the "
+        "`make bench` runs it all (about two minutes, one more for the gRPC steps and one and a half for scale); `make bench-smoke` runs the "
         "same steps with tiny sizes and checks only that each produced a number.",
         "",
         markdown_table(rows),
@@ -1837,6 +2207,8 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         f"![sandboxd against the machine's limits]({chart_name})",
         "",
     ]
+    if scale_chart_name:
+        lines += [f"![concurrent streams: wall time and server RSS per command against N]({scale_chart_name})", ""]
     if misses:
         lines += ["Targets missed in this run: " + "; ".join(f"{r['metric']} ({fmt(r['sandboxd'])} {r['unit']}, "
                                                             f"target {target_text(r)})" for r in misses) + ".", ""]
@@ -1901,6 +2273,24 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str) -> N
         "growth per watched directory (64 × the tree's directories; the kernel's inotify memory is not in it).",
         "- **idle RSS without/with `--grpc-port`**: `VmRSS` of a fresh server 0.5 s after one `GET /` and one "
         "`POST /execute` (and with gRPC one `Execute` and one `Start`).",
+        "- **scale** (1,000, 2,000 and 5,000 concurrent streams): for each N, first the spawn floor's burst of N "
+        "`sleep 2`, then a fresh server with `--max-connections` and `--max-processes` of N + 64 and N "
+        "`POST /execute/stream` of `sleep 2` opened at once from asyncio, each on its own connection; wall time from "
+        "the first connection's start to the last stream's end (`event: done`); the server's threads and RSS sampled "
+        "every 10 ms (peak RSS also from `VmHWM`); RSS per command = (peak RSS − idle RSS just before) / N; `GET /` "
+        "on a new connection every 5 ms from another process meanwhile. The step raises the descriptor limit (soft "
+        "and hard) of the script, and so of the server and the floor it starts, to 65,536 for itself only; without "
+        "the privilege to, N is capped to what the limit allows and the row says so. Targets (at 5,000): every "
+        "stream ends with exit 0 within 5 s of the first start, ≤ 32 threads, ≤ 40 KiB of server RSS per command, "
+        "`GET /` p99 ≤ 50 ms.",
+        "",
+        "What a pod needs for 5,000 concurrent commands (bench/PROFILE.md has the figures): a descriptor limit of "
+        "at least 64 + 3 per connection + 3 per running command (≈ 30,500 for 5,000 streams; sandboxd raises its "
+        "soft limit to the hard one at start, and gives commands the soft limit it was started with) and "
+        "`--max-connections`/`--max-processes` set to match, since the default caps connections at 1,024; a pids "
+        "limit above N plus the server's threads (each `sleep` is a process, each command one or more), e.g. "
+        "`pids.max` ≥ 6,000; memory for the server (its idle RSS + N × RSS per command above) plus the commands "
+        "themselves and the kernel's share of each (its task, page tables, pipes and socket buffers).",
         "",
         "Raw figures: `bench/out/results.json` after a run (not committed).",
         "",
@@ -1963,6 +2353,8 @@ def main() -> int:
             t0 = time.perf_counter()
             try:
                 results[name] = function(ctx)
+                # A step that measures several sizes keeps the others' figures when one fails, and reports it here.
+                errors.extend(f"{name}: {e}" for e in results[name].pop("step_errors", []))
             except Exception as error:  # noqa: BLE001 - a failed step is reported, the others still run
                 errors.append(f"{name}: {type(error).__name__}: {error}")
                 log(traceback.format_exc())
@@ -1995,6 +2387,11 @@ def main() -> int:
     chart_error = chart(rows, outdir / "chart.png", title)
     if chart_error:
         errors.append(chart_error)
+    (outdir / "scale.png").unlink(missing_ok=True)
+    if get(results, "scale", "runs"):
+        chart_error = scale_chart(results["scale"], outdir / "scale.png", title)
+        if chart_error:
+            errors.append(chart_error)
     (outdir / "results.json").write_text(json.dumps(
         {"meta": meta, "rows": rows, "steps": results, "errors": errors}, indent=2, default=str))
 
@@ -2010,11 +2407,17 @@ def main() -> int:
           + (f" ({'; '.join(misses)})" if misses else ""))
     for error in errors:
         print(f"error: {error}")
-    print(f"wrote {outdir / 'results.json'} and {outdir / 'chart.png'} in {meta['total_seconds']} s")
+    print(f"wrote {outdir / 'results.json'} and {outdir / 'chart.png'}"
+          + (f" and {outdir / 'scale.png'}" if (outdir / "scale.png").exists() else "")
+          + f" in {meta['total_seconds']} s")
 
     if not args.smoke and not args.no_results_md and not wanted_steps:
         shutil.copyfile(outdir / "chart.png", HERE / "RESULTS.png")
-        write_results_md(HERE / "RESULTS.md", meta, rows, errors, "RESULTS.png")
+        scale_png = None
+        if (outdir / "scale.png").exists() and get(results, "scale", "runs"):
+            scale_png = "RESULTS-scale.png"
+            shutil.copyfile(outdir / "scale.png", HERE / scale_png)
+        write_results_md(HERE / "RESULTS.md", meta, rows, errors, "RESULTS.png", scale_png)
         print(f"wrote {HERE / 'RESULTS.md'} and {HERE / 'RESULTS.png'}")
     if missing:
         print(f"no number for: {'; '.join(missing)}")
