@@ -439,6 +439,79 @@ def test_a_cancelled_watch_frees_its_inotify_instance_at_once(front, watch_serve
     assert wait_until(lambda: inotify_instances(pid) == 0, 2.0), inotify_instances(pid)
 
 
+def make_tree(top: pathlib.Path, directories: int) -> list[pathlib.Path]:
+    """`top` and `directories - 1` directories below it, some of them nested, and a file in each; the last made is
+    the deepest."""
+    top.mkdir()
+    made = [top]
+    while len(made) < directories:
+        child = made[len(made) // 3] / f"d{len(made)}"
+        child.mkdir()
+        made.append(child)
+    for directory in made:
+        (directory / "f").write_bytes(b"")
+    return made
+
+
+@pytest.mark.parametrize("front", FRONTS)
+@pytest.mark.parametrize("how", ["moved-in", "created"])
+def test_a_tree_growing_past_max_watch_directories_ends_the_stream_with_one_error(front, how, start_server):
+    """A recursive watch covers at most --max-watch-directories directories (here from its environment variable):
+    past it, the watch ends with one error naming the limit and its inotify instance (every watch of it) is freed,
+    rather than taking the user's inotify watches and the I/O loop's time for as long as the tree grows."""
+    srv = start_server("--grpc-port", "0", env={"SANDBOX_MAX_WATCH_DIRECTORIES": "20"})
+    (srv.root / "w").mkdir()
+    watch = open_watch(front, srv, "w", recursive=True)
+    try:
+        # Under the cap (w and 4 more): watched as before.
+        deepest = make_tree(srv.root / "small", 4)[-1].relative_to(srv.root)
+        os.rename(srv.root / "small", srv.root / "w" / "small")
+        watch.until(("create", f"w/{deepest}/f"))
+        if how == "moved-in":
+            make_tree(srv.root / "big", 30)
+            os.rename(srv.root / "big", srv.root / "w" / "big")
+        else:
+            # One at a time, as a command making a tree does: the 16th is the 21st directory of the watch.
+            for index in range(30):
+                if inotify_instances(srv.pid) == 0:
+                    break
+                (srv.root / "w" / f"n{index}").mkdir()
+        events = watch.rest()
+        assert events[-1] == ("error", "", "", "too many directories to watch: more than 20 (--max-watch-directories)")
+        assert all(e[0] == "create" for e in events[:-1]), events
+        assert watch.outcome == "OK"
+        assert wait_until(lambda: inotify_instances(srv.pid) == 0, 5.0), inotify_instances(srv.pid)
+        # The server serves a new watch (of a tree under the cap) at once.
+        again = open_watch(front, srv, "w/small", recursive=True)
+        (srv.root / "w" / deepest / "later").write_bytes(b"")
+        again.until(("create", f"w/{deepest}/later"))
+        again.close()
+    finally:
+        watch.close()
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_recursive_watch_of_a_tree_past_max_watch_directories_is_refused(front, start_server):
+    srv = start_server("--grpc-port", "0", "--max-watch-directories", "20")
+    deepest = make_tree(srv.root / "at-cap", 20)[-1].relative_to(srv.root)
+    make_tree(srv.root / "past-cap", 21)
+    with pytest.raises(Refused) as refused:
+        open_watch(front, srv, "past-cap", recursive=True)
+    assert refused.value.code == ("RESOURCE_EXHAUSTED" if front == "grpc" else 429), refused.value
+    assert "more than 20 directories" in refused.value.message
+    assert "--max-watch-directories" in refused.value.message
+    assert inotify_instances(srv.pid) == 0
+    # Without recursive, only the directory itself is watched; at the cap, the whole tree is.
+    open_watch(front, srv, "past-cap").close()
+    watch = open_watch(front, srv, "at-cap", recursive=True)
+    try:
+        (srv.root / deepest / "later").write_bytes(b"")
+        watch.until(("create", f"{deepest}/later"))
+    finally:
+        watch.close()
+    assert wait_until(lambda: inotify_instances(srv.pid) == 0, 5.0), inotify_instances(srv.pid)
+
+
 def test_shutdown_ends_every_watch_with_an_error_and_does_not_wait_for_them(start_server):
     srv = start_server("--grpc-port", "0")
     (srv.root / "d").mkdir()

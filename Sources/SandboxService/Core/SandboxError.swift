@@ -24,7 +24,8 @@ public struct SandboxError: Error, Equatable, Sendable {
         case file(FileError.Code)
         case spawn(SpawnError)
         case process(ManagedProcess.ControlError)
-        /// `--max-watches` directory watches are open, or the kernel has no inotify instance or watch left.
+        /// `--max-watches` directory watches are open, a recursive watch's tree has more than
+        /// `--max-watch-directories` directories, or the kernel has no inotify instance or watch left.
         case watchLimit
     }
 

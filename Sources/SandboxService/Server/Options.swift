@@ -49,6 +49,9 @@ extension SandboxServer {
         public var watchDebounce = 0.25
         /// Bytes of events one watch holds for its client; past it the watch ends with an error event.
         public var watchQueueBytes = 1 << 20
+        /// Directories one recursive watch covers (each an inotify watch of the user's); a tree with more is
+        /// refused at the start, and ends the watch with an error event when created or moved in later.
+        public var maxWatchDirectories = 2048
         /// Bytes of memory each HTTP connection has for its request head (and read buffer).
         public var maxHeaderBytes = 32 * 1024
         /// Seconds an idle or slow connection (no bytes from the client) is kept.
@@ -159,6 +162,14 @@ extension SandboxServer.Options {
             ["watch-queue-bytes"], \.watchQueueBytes,
             "Events one directory watch holds for its client (each counts its paths and 64 bytes); past it the "
                 + "watch ends with an error event saying events were lost.", check: positive),
+        .init(
+            ["max-watch-directories"], env: "SANDBOX_MAX_WATCH_DIRECTORIES", \.maxWatchDirectories,
+            "Directories one recursive directory watch covers, itself included; each takes one of the user's "
+                + "inotify watches (fs.inotify.max_user_watches, shared with the commands' own use). A watch whose "
+                + "tree has more at its start gets 429 (RESOURCE_EXHAUSTED); one whose tree grows past it (a "
+                + "directory tree created or moved in) ends with an error event naming the limit. The default keeps "
+                + "--max-watches (64) times it (131072) under the 192543 watches Linux gives a user on a 24 GiB host "
+                + "(about 1% of its memory); lower it on a smaller host.", check: positive),
         .init(
             ["max-header-bytes"], \.maxHeaderBytes,
             "Memory of each HTTP connection for its request head (and read buffer); a larger head gets 431, a longer "

@@ -43,6 +43,7 @@ public final class SandboxServer: Sendable {
         watchLimits.maxWatches = options.maxWatches
         watchLimits.watch.debounce = options.watchDebounce
         watchLimits.watch.queueBytes = options.watchQueueBytes
+        watchLimits.watch.maxDirectories = options.maxWatchDirectories
         sandbox = Sandbox(
             root: root, runner: runner, environment: environment, maxOutputBytes: options.maxOutputBytes,
             streamBufferBytes: options.streamBufferBytes, processLimits: limits, watchLimits: watchLimits)

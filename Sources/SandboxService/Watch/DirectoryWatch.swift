@@ -26,6 +26,38 @@ public final class DirectoryWatch: Sendable {
         var debounce: Double = 0.25
         /// Bytes of events (`WatchEvent.cost`) held for the consumer (`--watch-queue-bytes`).
         var queueBytes = 1 << 20
+        /// Directories a recursive watch covers at most, itself included (`--max-watch-directories`): each takes
+        /// one of the user's inotify watches (`fs.inotify.max_user_watches`, shared by every process of the user),
+        /// and watching one is work on the I/O loop.
+        var maxDirectories = 2048
+    }
+
+    /// Why a watch could not start.
+    enum StartFailure: Error, Equatable {
+        /// `inotify_init1` or the first `inotify_add_watch` failed, or the watched directory could not be read.
+        case system(Errno)
+        /// A recursive watch's tree has more directories than `Limits.maxDirectories`.
+        case tooManyDirectories(limit: Int)
+    }
+
+    /// Why a walk of a tree stopped before its end.
+    private enum WalkStop: Error {
+        /// Its first directory could not be opened or watched, or the user's inotify watches are all in use
+        /// (`ENOSPC`, at any directory).
+        case failed(Errno)
+        /// The watch would cover more than `Limits.maxDirectories` directories.
+        case tooManyDirectories
+        /// The watch ended while the walk reported what the tree holds (its queue overflowed).
+        case ended
+    }
+
+    /// Where a walk stands: the directory it opened last (a child of it, or of one of its parents, is the next one
+    /// in a depth-first walk), and the identity of that directory and of each one above it, by depth (nil where the
+    /// walk did not open it), to check that `..` leads back to the directory the walk came from.
+    private struct WalkCursor {
+        var open: DirectoryEntries?
+        var path: [UInt8] = []
+        var identities: [Location.Identity?] = []
     }
 
     private struct State {
@@ -71,32 +103,47 @@ public final class DirectoryWatch: Sendable {
             | IN_EXCL_UNLINK | IN_ONLYDIR)
 
     /// Starts watching `top` (a directory, open), whose path relative to the root is `topPath`.
-    /// - Throws: `Errno` of `inotify_init1` (`EMFILE`: the user's inotify instances are all in use) or of the first
-    ///   `inotify_add_watch`.
+    /// - Throws: `system` with the `Errno` of `inotify_init1` (`EMFILE`: the user's inotify instances are all in
+    ///   use) or of an `inotify_add_watch` (`ENOSPC`: the user's inotify watches are all in use);
+    ///   `tooManyDirectories` when the tree of a recursive watch has more than `limits.maxDirectories`.
     init(
         root: Descriptor, top: Descriptor, topPath: [UInt8], recursive: Bool, limits: Limits, loop: IOLoop,
         released: @escaping @Sendable () -> Void
-    ) throws(Errno) {
+    ) throws(StartFailure) {
         self.root = root
         self.topPath = topPath
         var info = stat()
-        try systemCall { fstat(top.rawValue, &info) }
+        let fd: Int32
+        do throws(Errno) {
+            try systemCall { fstat(top.rawValue, &info) }
+            fd = try systemCall { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }
+        } catch {
+            throw .system(error)
+        }
         topIdentity = Location.Identity(info)
         self.recursive = recursive
         self.limits = limits
         self.loop = loop
         self.released = released
-        let fd = try systemCall { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }
-        do throws(Errno) {
-            try state.withLock { state throws(Errno) in
+        do throws(WalkStop) {
+            try state.withLock { state throws(WalkStop) in
                 state.inotify = fd
-                state.topWatch = try Self.addWatch(fd, directory: top.rawValue)
+                do throws(Errno) {
+                    state.topWatch = try Self.addWatch(fd, directory: top.rawValue)
+                } catch {
+                    throw .failed(error)
+                }
                 state.directories[state.topWatch] = []
                 if recursive { try addTree(below: [], emittingCreates: false, &state) }
             }
         } catch {
+            // Every watch the walk added goes with the instance.
             state.withLock { closeInotify(&$0) }
-            throw error
+            switch error {
+            case .failed(let error): throw .system(error)
+            // A walk that reports nothing (no events) never ends the watch: only the cap stops it.
+            case .tooManyDirectories, .ended: throw .tooManyDirectories(limit: limits.maxDirectories)
+            }
         }
         // Weak: the loop keeps its handlers, and a watch nobody holds any more must go away (closing its instance).
         let token = loop.register(fd, events: IOLoop.readable) { [weak self] _ in self?.readEvents() }
@@ -332,66 +379,128 @@ public final class DirectoryWatch: Sendable {
     /// A directory created or moved in during a recursive watch: it and the directories below it are watched, and
     /// what they already hold is reported as created (it may have been filled before its watch was in place).
     private func addTreeReporting(_ path: [UInt8], _ state: inout State) {
-        do throws(Errno) {
+        do throws(WalkStop) {
             try addTree(below: path, emittingCreates: true, &state)
-        } catch ENOSPC {
+        } catch .failed(let error) where error.code == ENOSPC {
             terminate(
-                "too many directories to watch (fs.inotify.max_user_watches is reached)", keepingWindow: true, &state)
+                "too many directories to watch: the user's inotify watches are all in use "
+                    + "(fs.inotify.max_user_watches is reached)", keepingWindow: true, &state)
+        } catch .tooManyDirectories {
+            terminate(
+                "too many directories to watch: more than \(limits.maxDirectories) (--max-watch-directories)",
+                keepingWindow: true, &state)
         } catch {
-            // Gone or replaced meanwhile: its removal is reported by its parent's watch.
+            // Gone or replaced meanwhile (its removal is reported by its parent's watch), or the watch ended.
         }
     }
 
-    /// Watches `path` (relative to the watched directory; empty: itself) and every directory below it, breadth
-    /// first. Each is opened from the watched directory's descriptor one name at a time with `O_NOFOLLOW`, so a
-    /// symlink is never followed and a directory swapped for one is skipped; at most two descriptors are open at
-    /// once, however wide or deep the tree.
-    /// - Throws: `ENOSPC` when the user's inotify watches are all in use; the `Errno` of opening `path` itself.
-    private func addTree(below path: [UInt8], emittingCreates: Bool, _ state: inout State) throws(Errno) {
+    /// Watches `path` (relative to the watched directory; empty: itself) and every directory below it, depth first,
+    /// and with `emittingCreates` reports what they hold as created. It stops as soon as the watch would cover more
+    /// than `limits.maxDirectories` directories or has ended (its queue overflowed): the walk runs on the I/O loop
+    /// for a directory created or moved in, and its cost is bounded by those two limits whatever the tree.
+    /// Every directory is opened with `O_NOFOLLOW` (`reach`), so a symlink is never followed and a directory swapped
+    /// for one is skipped; at most two descriptors are open at once, however wide or deep the tree.
+    /// - Throws: `failed` with `ENOSPC` when the user's inotify watches are all in use, or with the `Errno` of
+    ///   opening or watching `path` itself; `tooManyDirectories`; `ended`.
+    private func addTree(below path: [UInt8], emittingCreates: Bool, _ state: inout State) throws(WalkStop) {
         var pending: [[UInt8]] = [path]
+        var cursor = WalkCursor()
         var first = true
         while let directory = pending.popLast() {
-            let fd: Int32
-            do throws(Errno) {
-                fd = try openDirectory(directory)
-            } catch {
-                if first { throw error }
-                continue
-            }
             let entries: DirectoryEntries
             do throws(Errno) {
-                entries = try DirectoryEntries(taking: fd)
+                entries = try reach(directory, &cursor)
             } catch {
-                if first { throw error }
+                if first { throw .failed(error) }
                 continue
             }
             if !directory.isEmpty || !first {
-                let wd: Int32
+                // Counting the directories found and not yet watched too: the walk stops before it watches them.
+                guard state.directories.count + pending.count < limits.maxDirectories else {
+                    throw .tooManyDirectories
+                }
                 do throws(Errno) {
-                    wd = try Self.addWatch(state.inotify, directory: fd)
+                    state.directories[try Self.addWatch(state.inotify, directory: entries.descriptor)] = directory
                 } catch ENOSPC {
-                    throw Errno(ENOSPC)
+                    throw .failed(Errno(ENOSPC))
                 } catch {
-                    if first { throw error }
+                    if first { throw .failed(error) }
                     continue
                 }
-                state.directories[wd] = directory
             }
             first = false
-            entries.forEach { entry in
+            try entries.forEach { entry throws(WalkStop) in
                 let child = Self.join(directory, Array(entry.name))
-                if emittingCreates { add(WatchEvent(.create, path: shown(child)), &state) }
+                if emittingCreates {
+                    add(WatchEvent(.create, path: shown(child)), &state)
+                    // Overflowed: what is left of the directory is not read.
+                    if state.ended { throw .ended }
+                }
                 var isDirectory = entry.type == DT_DIR
                 if entry.type == DT_UNKNOWN {
                     var info = stat()
                     isDirectory =
-                        withCPath(entry.name, { fstatat(fd, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0
+                        withCPath(entry.name, { fstatat(entries.descriptor, $0, &info, AT_SYMLINK_NOFOLLOW) }) == 0
                         && info.st_mode & S_IFMT == S_IFDIR
                 }
-                if isDirectory { pending.append(child) }
+                if isDirectory {
+                    guard state.directories.count + pending.count < limits.maxDirectories else {
+                        throw .tooManyDirectories
+                    }
+                    pending.append(child)
+                }
             }
-            if state.ended { return }
         }
+    }
+
+    /// Opens `path` (relative to the watched directory) for a walk, from the directory the walk opened last: up
+    /// through `..` to the nearest directory `path` is below (each one checked to be the directory the walk opened
+    /// there), then down one name at a time with `O_NOFOLLOW`. Each directory is then reached in a step or two
+    /// however deep it is; opening each from the root would make a walk of a chain of directories take time in
+    /// proportion to the square of its length. Where `..` does not lead back (a directory moved meanwhile), `path` is
+    /// opened from the root (`openDirectory`). A directory moved out of the watch after it was opened is dropped
+    /// with what is below it when its move is read (`movedOut`), as one moved out after a walk is.
+    private func reach(_ path: [UInt8], _ cursor: inout WalkCursor) throws(Errno) -> DirectoryEntries {
+        var current = cursor.open
+        var at = cursor.path
+        // Until this succeeds, the next directory is opened from the root.
+        cursor.open = nil
+        while let directory = current, !Self.isSame(path, orBelow: at) {
+            current = nil
+            _ = cursor.identities.popLast()
+            guard let identity = cursor.identities.last ?? nil else { break }
+            let up = try? DirectoryEntries(
+                taking: systemCall {
+                    openat(directory.descriptor, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                })
+            guard let up, Self.identity(of: up.descriptor) == identity else { break }
+            current = up
+            at.removeSubrange((at.lastIndex(of: slash) ?? 0)...)
+        }
+        if current == nil {
+            let directory = try DirectoryEntries(taking: openDirectory(path))
+            let depth = path.isEmpty ? 0 : path.count { $0 == slash } + 1
+            cursor.identities = Array(repeating: nil, count: depth) + [Self.identity(of: directory.descriptor)]
+            current = directory
+            at = path
+        }
+        guard var directory = current else { throw Errno(ENOENT) }
+        for name in path.dropFirst(at.count).split(separator: slash) {
+            let parent = directory
+            directory = try DirectoryEntries(
+                taking: systemCall {
+                    withCPath(name) { openat(parent.descriptor, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                })
+            cursor.identities.append(Self.identity(of: directory.descriptor))
+        }
+        cursor.open = directory
+        cursor.path = path
+        return directory
+    }
+
+    private static func identity(of fd: Int32) -> Location.Identity? {
+        var info = stat()
+        return fstat(fd, &info) == 0 ? Location.Identity(info) : nil
     }
 
     /// Opens `path` (relative to the watched directory) for reading, one name at a time from the root's descriptor
@@ -488,7 +597,16 @@ public final class DirectoryWatch: Sendable {
         return directory + [slash] + name
     }
 
+    /// Whether `path` is `ancestor` or below it (everything is below the watched directory, the empty path).
+    /// `memcmp`: a walk asks this once per directory, of paths as long as the tree is deep.
     private static func isSame(_ path: [UInt8], orBelow ancestor: [UInt8]) -> Bool {
-        path.starts(with: ancestor) && (path.count == ancestor.count || path[ancestor.count] == slash)
+        guard !ancestor.isEmpty else { return true }
+        guard path.count == ancestor.count || (path.count > ancestor.count && path[ancestor.count] == slash) else {
+            return false
+        }
+        // Both are non-empty: their buffers have an address.
+        return path.withUnsafeBytes { path in
+            ancestor.withUnsafeBytes { memcmp(path.baseAddress!, $0.baseAddress!, $0.count) == 0 }
+        }
     }
 }

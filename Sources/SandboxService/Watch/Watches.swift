@@ -33,7 +33,8 @@ final class Watches: Sendable {
     var count: Int { state.withLock { $0.slots.count } }
 
     /// Starts a watch of `top` (open; it is not kept open), whose path relative to `root` is `topPath`.
-    /// - Throws: `resourceExhausted` when `maxWatches` are open or the kernel has no inotify instance or watch left;
+    /// - Throws: `resourceExhausted` when `maxWatches` are open, when the tree of a recursive watch has more than
+    ///   `--max-watch-directories` directories, or when the kernel has no inotify instance or watch left;
     ///   `permissionDenied` when the directory cannot be read; `unavailable` once shutdown has begun.
     func start(root: Descriptor, top: Descriptor, topPath: [UInt8], recursive: Bool, shownPath: String)
         throws(SandboxError)
@@ -84,19 +85,26 @@ final class Watches: Sendable {
     }
 
     /// A watch that could not start, as the core reports it.
-    private static func failure(_ error: Errno, path: String) -> SandboxError {
-        switch error.code {
-        case EMFILE, ENFILE, ENOSPC, ENOMEM:
-            SandboxError(
+    private static func failure(_ failure: DirectoryWatch.StartFailure, path: String) -> SandboxError {
+        let shown = "/" + path.drop { $0 == "/" }
+        switch failure {
+        case .tooManyDirectories(let limit):
+            // Refused rather than started and ended at once: nothing was promised, and the answer is an ordinary
+            // error, the same on both fronts.
+            return SandboxError(
                 .resourceExhausted,
-                "cannot watch '/\(path.drop { $0 == "/" })' now: \(error) (the kernel's inotify instances or watches "
-                    + "are all in use); retry later", path: path, cause: .watchLimit)
-        case EACCES, EPERM:
-            SandboxError(
-                .permissionDenied, "'/\(path.drop { $0 == "/" })': permission denied", path: path,
-                cause: .file(.permissionDenied))
-        default:
-            SandboxError(.internal, "cannot watch '/\(path.drop { $0 == "/" })': \(error)", path: path)
+                "cannot watch '\(shown)' recursively: it has more than \(limit) directories "
+                    + "(--max-watch-directories); watch a smaller tree", path: path, cause: .watchLimit)
+        case .system(let error) where [EMFILE, ENFILE, ENOSPC, ENOMEM].contains(error.code):
+            return SandboxError(
+                .resourceExhausted,
+                "cannot watch '\(shown)' now: \(error) (the kernel's inotify instances or watches are all in use); "
+                    + "retry later", path: path, cause: .watchLimit)
+        case .system(let error) where error.code == EACCES || error.code == EPERM:
+            return SandboxError(
+                .permissionDenied, "'\(shown)': permission denied", path: path, cause: .file(.permissionDenied))
+        case .system(let error):
+            return SandboxError(.internal, "cannot watch '\(shown)': \(error)", path: path)
         }
     }
 }
