@@ -9,15 +9,30 @@ enum EventSourceResult: Equatable {
     case end
 }
 
-extension UnsafeMutableRawBufferPointer {
-    /// Copies what fits of `bytes` from `start` into this buffer at `offset` (an event source sending the rest of a
-    /// frame); returns how many bytes it copied.
-    func copy(_ bytes: [UInt8], from start: Int, at offset: Int) -> Int {
-        let count = Swift.min(bytes.count - start, self.count - offset)
+/// A small frame an event source is sending (a watch event, a process's exit), and how much of it is sent: each fill
+/// copies what fits of the rest.
+struct PendingBytes {
+    private var bytes: [UInt8] = []
+    private var sent = 0
+
+    /// All of it is sent (or there is none).
+    var isSent: Bool { sent >= bytes.count }
+
+    /// Starts sending `bytes`.
+    mutating func start(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        sent = 0
+    }
+
+    /// Copies what fits of the rest into `destination` at `offset`; returns how many bytes it copied.
+    mutating func send(into destination: UnsafeMutableRawBufferPointer, at offset: Int) -> Int {
+        let count = Swift.min(bytes.count - sent, destination.count - offset)
+        guard count > 0 else { return 0 }
         bytes.withUnsafeBytes { source in
-            UnsafeMutableRawBufferPointer(rebasing: self[offset..<(offset + count)])
-                .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[start..<(start + count)]))
+            UnsafeMutableRawBufferPointer(rebasing: destination[offset..<(offset + count)])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[sent..<(sent + count)]))
         }
+        sent += count
         return count
     }
 }

@@ -55,8 +55,7 @@ final class EventSubscriber: EventSource {
         var lastSent: UInt64 = 0
         var frame: Frame?
         /// A last small frame (the exit, or the error), after which the stream ends.
-        var tail: [UInt8] = []
-        var tailSent = 0
+        var tail = PendingBytes()
         var ending = false
         var token: UInt64?
     }
@@ -82,10 +81,8 @@ final class EventSubscriber: EventSource {
         state.withLock { state in
             var written = 0
             while written < destination.count {
-                if state.tailSent < state.tail.count {
-                    let count = destination.copy(state.tail, from: state.tailSent, at: written)
-                    state.tailSent += count
-                    written += count
+                if !state.tail.isSent {
+                    written += state.tail.send(into: destination, at: written)
                     continue
                 }
                 if state.ending { break }
@@ -106,12 +103,12 @@ final class EventSubscriber: EventSource {
                             "the client fell more than the \(process.replayLimit) bytes of output kept for replay "
                                 + "behind; reconnect with Last-Event-ID"),
                     ]
-                    state.tail = Self.frame(event: "error", id: nil, data: error.encoded())
+                    state.tail.start(Self.frame(event: "error", id: nil, data: error.encoded()))
                     state.ending = true
                     if let token = state.token { process.unsubscribe(token) }
                 case .exit(let id, let termination):
                     state.lastSent = id
-                    state.tail = Self.frame(event: "exit", id: id, data: Self.exitData(termination).encoded())
+                    state.tail.start(Self.frame(event: "exit", id: id, data: Self.exitData(termination).encoded()))
                     state.ending = true
                 case .end:
                     state.ending = true
@@ -119,7 +116,7 @@ final class EventSubscriber: EventSource {
                     return (written > 0 ? .bytes(written) : .waiting, false)
                 }
             }
-            let midFrame = state.frame != nil || state.tailSent < state.tail.count
+            let midFrame = state.frame != nil || !state.tail.isSent
             if written > 0 { return (.bytes(written), midFrame) }
             return (state.ending && !midFrame ? .end : .waiting, midFrame)
         }

@@ -45,8 +45,7 @@ extension V1API {
 /// one, so a client that does not read makes the watch overflow and end.
 final class WatchEventSource: EventSource {
     private struct State {
-        var frame: [UInt8] = []
-        var sent = 0
+        var frame = PendingBytes()
         var ended = false
     }
 
@@ -61,24 +60,21 @@ final class WatchEventSource: EventSource {
         state.withLock { state in
             var written = 0
             while written < destination.count {
-                if state.sent < state.frame.count {
-                    let count = destination.copy(state.frame, from: state.sent, at: written)
-                    state.sent += count
-                    written += count
+                if !state.frame.isSent {
+                    written += state.frame.send(into: destination, at: written)
                     continue
                 }
                 guard !state.ended else { break }
                 switch watch.poll() {
                 case .event(let event):
-                    state.frame = Self.frame(event)
-                    state.sent = 0
+                    state.frame.start(Self.frame(event))
                 case .end:
                     state.ended = true
                 case .waiting:
                     return (written > 0 ? .bytes(written) : .waiting, false)
                 }
             }
-            let midFrame = state.sent < state.frame.count
+            let midFrame = !state.frame.isSent
             if written > 0 { return (.bytes(written), midFrame) }
             return (state.ended && !midFrame ? .end : .waiting, midFrame)
         }
