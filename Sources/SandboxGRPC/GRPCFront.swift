@@ -12,32 +12,23 @@ import Synchronization
 /// HTTP/1.1 only, so this front runs on grpc-swift's NIO transport; nothing of it exists until `start` is called.
 public final class GRPCFront: ServerFront {
     public struct Configuration: Sendable {
-        public var host: String
-        public var port: UInt16
+        public var host = "0.0.0.0"
+        public var port: UInt16 = 9090
         /// When set, every call needs `authorization: Bearer <token>` metadata.
         public var bearerToken: String?
         /// Connections open at once (the descriptor budget's share for gRPC); more are closed as soon as they are
         /// accepted.
-        public var maxConnections: Int
+        public var maxConnections = 1024
         /// Seconds a connection without a call may stay open (`--idle-timeout`); the client reconnects when it needs
         /// to. nil: no limit.
         public var idleTimeout: Double?
         /// Calls open at once on one connection, advertised as HTTP/2's `SETTINGS_MAX_CONCURRENT_STREAMS` so that a
         /// client queues the rest instead of having the connection ended (unadvertised, the HTTP/2 handler holds
         /// streams to 100 and ends a connection that opens more).
-        public var maxCallsPerConnection: Int
+        public var maxCallsPerConnection = 100
 
-        public init(
-            host: String, port: UInt16, bearerToken: String?, maxConnections: Int, idleTimeout: Double? = nil,
-            maxCallsPerConnection: Int = 100
-        ) {
-            self.host = host
-            self.port = port
-            self.bearerToken = bearerToken
-            self.maxConnections = maxConnections
-            self.idleTimeout = idleTimeout
-            self.maxCallsPerConnection = maxCallsPerConnection
-        }
+        /// The defaults above; set what differs.
+        public init() {}
     }
 
     public enum StartError: Error, CustomStringConvertible {

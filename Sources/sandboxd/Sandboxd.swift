@@ -89,13 +89,15 @@ enum Sandboxd {
             server = try SandboxServer(options: options, logger: logger)
             _ = try server.start()
             if let grpcPort = options.grpcPort {
-                let front = try GRPCFront(
-                    configuration: .init(
-                        host: options.host, port: grpcPort, bearerToken: options.token,
-                        maxConnections: budget.maxGRPCConnections, idleTimeout: options.idleTimeout,
-                        // A call beyond the process cap could only be refused; at least 100, HTTP/2's usual figure.
-                        maxCallsPerConnection: max(100, budget.maxProcesses)),
-                    sandbox: server.sandbox, logger: logger)
+                var configuration = GRPCFront.Configuration()
+                configuration.host = options.host
+                configuration.port = grpcPort
+                configuration.bearerToken = options.token
+                configuration.maxConnections = budget.maxGRPCConnections
+                configuration.idleTimeout = options.idleTimeout
+                // A call beyond the process cap could only be refused; at least 100, HTTP/2's usual figure.
+                configuration.maxCallsPerConnection = max(100, budget.maxProcesses)
+                let front = try GRPCFront(configuration: configuration, sandbox: server.sandbox, logger: logger)
                 let bound = try front.start()
                 server.add(front)
                 let shownHost = options.host.contains(":") ? "[\(options.host)]" : options.host

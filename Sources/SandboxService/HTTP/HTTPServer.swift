@@ -11,15 +11,15 @@ import Synchronization
 /// waits (for a command, for output) suspends its connection and is resumed by whoever produces the data.
 public final class HTTPServer: Sendable {
     public struct Configuration: Sendable {
-        public var host: String
-        public var port: UInt16
+        public var host = "0.0.0.0"
+        public var port: UInt16 = 8000
         /// Polling threads; each runs its own epoll loop over its share of the connections.
-        public var threads: Int
-        public var connectionLimit: Int
+        public var threads = 2
+        public var connectionLimit = 1024
         /// Seconds an idle (not suspended) connection is kept open.
-        public var idleTimeout: Int
+        public var idleTimeout = 60
         /// Seconds of silence on an event stream before a keep-alive comment is sent.
-        public var keepAliveInterval: Double
+        public var keepAliveInterval = 15.0
         /// When set, every request but `GET /` must carry `Authorization: Bearer <token>`.
         public var bearerToken: String?
         /// Cap on streamed (upload and file write) bodies, in bytes; nil for none.
@@ -30,20 +30,8 @@ public final class HTTPServer: Sendable {
         /// 414 for its target alone.
         public var maxHeaderBytes = 32 * 1024
 
-        public init(
-            host: String = "0.0.0.0", port: UInt16 = 8000, threads: Int = 2, connectionLimit: Int = 1024,
-            idleTimeout: Int = 60, keepAliveInterval: Double = 15, bearerToken: String? = nil,
-            maxUploadBytes: Int? = nil
-        ) {
-            self.host = host
-            self.port = port
-            self.threads = threads
-            self.connectionLimit = connectionLimit
-            self.idleTimeout = idleTimeout
-            self.keepAliveInterval = keepAliveInterval
-            self.bearerToken = bearerToken
-            self.maxUploadBytes = maxUploadBytes
-        }
+        /// The defaults above; set what differs.
+        public init() {}
     }
 
     public enum StartError: Error, CustomStringConvertible {

@@ -5,21 +5,23 @@ public struct OptionDeclaration: Sendable {
     public let environment: String?
     public let help: String
     let placeholder: String
-    /// Parses `text` into the options; a message on failure.
-    let apply: @Sendable (inout SandboxServer.Options, String) -> String?
     /// The default as the help shows it; nil for none.
     let shownDefault: @Sendable (SandboxServer.Options) -> String?
+    /// Parses `text` into the options; a message on failure.
+    let apply: @Sendable (inout SandboxServer.Options, String) -> String?
+}
 
+extension OptionDeclaration {
     /// An option whose setting always has a value.
     init<Value: OptionValue>(
         _ names: [String], env: String? = nil, _ keyPath: WritableKeyPath<SandboxServer.Options, Value> & Sendable,
         _ help: String, check: (@Sendable (Value) -> String?)? = nil
     ) {
-        self.init(names, env, help, Value.placeholder, { $0[keyPath: keyPath].optionText }) { options, text in
-            guard let value = Value(optionText: text) else { return "\(Value.placeholder) expected" }
-            if let problem = check?(value) { return problem }
-            options[keyPath: keyPath] = value
-            return nil
+        self.init(
+            names: names, environment: env, help: help, placeholder: Value.placeholder,
+            shownDefault: { $0[keyPath: keyPath].optionText }
+        ) { options, text in
+            Self.parse(text, check: check) { options[keyPath: keyPath] = $0 }
         }
     }
 
@@ -28,26 +30,22 @@ public struct OptionDeclaration: Sendable {
         _ names: [String], env: String? = nil, _ keyPath: WritableKeyPath<SandboxServer.Options, Value?> & Sendable,
         _ help: String, check: (@Sendable (Value) -> String?)? = nil, derivedDefault: String? = nil
     ) {
-        self.init(names, env, help, Value.placeholder, { $0[keyPath: keyPath]?.optionText ?? derivedDefault }) {
-            options, text in
-            guard let value = Value(optionText: text) else { return "\(Value.placeholder) expected" }
-            if let problem = check?(value) { return problem }
-            options[keyPath: keyPath] = value
-            return nil
+        self.init(
+            names: names, environment: env, help: help, placeholder: Value.placeholder,
+            shownDefault: { $0[keyPath: keyPath]?.optionText ?? derivedDefault }
+        ) { options, text in
+            Self.parse(text, check: check) { options[keyPath: keyPath] = $0 }
         }
     }
 
-    private init(
-        _ names: [String], _ environment: String?, _ help: String, _ placeholder: String,
-        _ shownDefault: @escaping @Sendable (SandboxServer.Options) -> String?,
-        _ apply: @escaping @Sendable (inout SandboxServer.Options, String) -> String?
-    ) {
-        self.names = names
-        self.environment = environment
-        self.help = help
-        self.placeholder = placeholder
-        self.shownDefault = shownDefault
-        self.apply = apply
+    /// `text` read as a `Value`, checked, and stored by `store`; a message when it is not one or fails the check.
+    private static func parse<Value: OptionValue>(
+        _ text: String, check: ((Value) -> String?)?, store: (Value) -> Void
+    ) -> String? {
+        guard let value = Value(optionText: text) else { return "\(Value.placeholder) expected" }
+        if let problem = check?(value) { return problem }
+        store(value)
+        return nil
     }
 }
 

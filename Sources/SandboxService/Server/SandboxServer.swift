@@ -81,11 +81,14 @@ public final class SandboxServer: Sendable {
         V1API(sandbox: sandbox, metadataPrefix: options.metadataPrefix).register(in: &router)
         OpenAPIDocument.register(in: &router)
         MetricsAPI(metrics: metrics).register(in: &router)
-        var configuration = HTTPServer.Configuration(
-            host: options.host, port: options.port, threads: options.threads,
-            connectionLimit: options.maxConnections ?? DescriptorBudget.defaultConnectionCap,
-            idleTimeout: Int(options.idleTimeout.rounded(.up)), bearerToken: options.token,
-            maxUploadBytes: options.maxUploadBytes)
+        var configuration = HTTPServer.Configuration()
+        configuration.host = options.host
+        configuration.port = options.port
+        configuration.threads = options.threads
+        configuration.connectionLimit = options.maxConnections ?? DescriptorBudget.defaultConnectionCap
+        configuration.idleTimeout = Int(options.idleTimeout.rounded(.up))
+        configuration.bearerToken = options.token
+        configuration.maxUploadBytes = options.maxUploadBytes
         configuration.structuredLogs = options.structuredLogs
         configuration.maxHeaderBytes = options.maxHeaderBytes
         http = HTTPServer(configuration: configuration, router: router, logger: logger, metrics: metrics)
