@@ -9,7 +9,7 @@ ROOT ?= $(CURDIR)/sandbox-root
 APT_BUILD := libmicrohttpd-dev pkg-config
 APT_TEST := shellcheck wrk curl procps
 
-.PHONY: run build release deps deps-test test test-swift test-e2e test-container lint format protos bench bench-smoke clean
+.PHONY: run build release deps deps-test test test-swift test-e2e test-container lint format protos symbol-order bench bench-smoke clean
 
 run: deps release
 	.build/release/sandboxd --port $(PORT) --root $(ROOT)
@@ -55,6 +55,19 @@ protos:
 	@dpkg -s protobuf-compiler libprotobuf-dev >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq protobuf-compiler libprotobuf-dev; }
 	bash scripts/generate-protos.sh
+
+# Regenerates Sources/sandboxd/symbol-order.txt, the order in which the linker places the functions sandboxd runs at
+# start, idle and in one request of each kind (scripts/symbol-order.py, under valgrind). Run it after changes that move
+# much code; a stale list costs idle memory, never correctness. CI never runs it.
+symbol-order: deps
+	@command -v valgrind >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq valgrind; }
+	@$(PYTHON) -c 'import grpc, k8s_agent_sandbox.commands._process_stubs.process_pb2' 2>/dev/null || \
+		$(PYTHON) -m pip install -q --disable-pip-version-check -r Tests/e2e/requirements.txt
+	swift build -c release --static-swift-stdlib --product sandboxd --scratch-path .build-release
+	$(PYTHON) scripts/symbol-order.py .build-release/release/sandboxd Sources/sandboxd/symbol-order.txt
+	@# The order file is no input SwiftPM tracks: removing the linked binaries makes the next build link again.
+	rm -f .build/*/sandboxd .build-release/*/sandboxd
 
 clean:
 	rm -rf .build .build-release docker/dist
