@@ -37,6 +37,42 @@ struct PendingBytes {
     }
 }
 
+/// What an event source's step did, in the fill loop both sources share (`fillFrames`).
+enum FrameStep {
+    /// Something was started or written: go on.
+    case more
+    /// The source has ended, or a frame is left incomplete in the destination: stop here.
+    case stop
+    /// Nothing now; the source's producer wakes the stream when there is.
+    case waiting
+}
+
+/// The fill loop of an event source, run under its lock: the small frame at `pending` is sent first; whenever it is
+/// sent, `next` is asked for more (it may start `pending` again, or write into `destination` itself and advance
+/// `written`). Returns the source's answer to libmicrohttpd; `ended` and `midFrame` are read from the state once the
+/// loop stops.
+func fillFrames<State>(
+    _ destination: UnsafeMutableRawBufferPointer, state: inout State, pending: WritableKeyPath<State, PendingBytes>,
+    ended: (State) -> Bool, midFrame: (State) -> Bool, next: (inout State, _ written: inout Int) -> FrameStep
+) -> (result: EventSourceResult, midFrame: Bool) {
+    var written = 0
+    loop: while written < destination.count {
+        if !state[keyPath: pending].isSent {
+            written += state[keyPath: pending].send(into: destination, at: written)
+            continue
+        }
+        switch next(&state, &written) {
+        case .more: continue
+        case .stop: break loop
+        // Waiting is only asked for when nothing is half sent.
+        case .waiting: return (written > 0 ? .bytes(written) : .waiting, false)
+        }
+    }
+    let unfinished = midFrame(state)
+    if written > 0 { return (.bytes(written), unfinished) }
+    return (ended(state) && !unfinished ? .end : .waiting, unfinished)
+}
+
 /// The body of an event stream produced on demand, as libmicrohttpd asks for bytes, instead of queued by a producer:
 /// any number of clients can then follow one producer without a copy each.
 protocol EventSource: AnyObject, Sendable {

@@ -79,18 +79,15 @@ final class EventSubscriber: EventSource {
 
     func fill(_ destination: UnsafeMutableRawBufferPointer) -> (result: EventSourceResult, midFrame: Bool) {
         state.withLock { state in
-            var written = 0
-            while written < destination.count {
-                if !state.tail.isSent {
-                    written += state.tail.send(into: destination, at: written)
-                    continue
-                }
-                if state.ending { break }
+            fillFrames(
+                destination, state: &state, pending: \.tail, ended: \.ending,
+                midFrame: { $0.frame != nil || !$0.tail.isSent }
+            ) { state, written in
+                if state.ending { return .stop }
                 if var frame = state.frame {
                     written += frame.write(into: UnsafeMutableRawBufferPointer(rebasing: destination[written...]))
                     state.frame = frame.isComplete ? nil : frame
-                    if !frame.isComplete { break }
-                    continue
+                    return frame.isComplete ? .more : .stop
                 }
                 switch process.next(after: state.lastSent) {
                 case .output(let event):
@@ -113,12 +110,10 @@ final class EventSubscriber: EventSource {
                 case .end:
                     state.ending = true
                 case .waiting:
-                    return (written > 0 ? .bytes(written) : .waiting, false)
+                    return .waiting
                 }
+                return .more
             }
-            let midFrame = state.frame != nil || !state.tail.isSent
-            if written > 0 { return (.bytes(written), midFrame) }
-            return (state.ending && !midFrame ? .end : .waiting, midFrame)
         }
     }
 

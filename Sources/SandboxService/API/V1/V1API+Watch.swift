@@ -58,25 +58,17 @@ final class WatchEventSource: EventSource {
 
     func fill(_ destination: UnsafeMutableRawBufferPointer) -> (result: EventSourceResult, midFrame: Bool) {
         state.withLock { state in
-            var written = 0
-            while written < destination.count {
-                if !state.frame.isSent {
-                    written += state.frame.send(into: destination, at: written)
-                    continue
-                }
-                guard !state.ended else { break }
+            fillFrames(
+                destination, state: &state, pending: \.frame, ended: \.ended, midFrame: { !$0.frame.isSent }
+            ) { state, _ in
+                guard !state.ended else { return .stop }
                 switch watch.poll() {
-                case .event(let event):
-                    state.frame.start(Self.frame(event))
-                case .end:
-                    state.ended = true
-                case .waiting:
-                    return (written > 0 ? .bytes(written) : .waiting, false)
+                case .event(let event): state.frame.start(Self.frame(event))
+                case .end: state.ended = true
+                case .waiting: return .waiting
                 }
+                return .more
             }
-            let midFrame = !state.frame.isSent
-            if written > 0 { return (.bytes(written), midFrame) }
-            return (state.ended && !midFrame ? .end : .waiting, midFrame)
         }
     }
 
