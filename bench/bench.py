@@ -175,7 +175,26 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-class Sampler:
+class BackgroundLoop:
+    """A loop (`_run`, which polls `self._stop`) on a thread of its own for the length of a `with` block."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+class Sampler(BackgroundLoop):
     """Samples a process's VmRSS and Threads every `interval` seconds while a step runs (peak and count)."""
 
     def __init__(self, pid: int, interval: float = 0.005):
@@ -183,8 +202,7 @@ class Sampler:
         self.peak_rss_kb = 0
         self.peak_threads = 0
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self):
         while not self._stop.is_set():
@@ -194,14 +212,6 @@ class Sampler:
                 self.peak_rss_kb = max(self.peak_rss_kb, status.get("VmRSS", 0))
                 self.peak_threads = max(self.peak_threads, status.get("Threads", 0))
             self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
 
     def summary(self) -> dict:
         return {
@@ -1546,7 +1556,7 @@ def end_left_behind(processes: dict[int, int | None]) -> int:
     return ended
 
 
-class ChildWatcher:
+class ChildWatcher(BackgroundLoop):
     """Counts a server's children every 50 ms while a burst runs: the most commands running at once, and the server's
     descriptors when they were most (read at most every 0.25 s); reads the memory of 20 of them once 20 run (what a
     pod pays per command outside the server)."""
@@ -1556,8 +1566,7 @@ class ChildWatcher:
         self.peak = 0
         self.sampled: list[dict] = []
         self.descriptors: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self):
         counted_at = 0.0
@@ -1574,14 +1583,6 @@ class ChildWatcher:
             if not self.sampled and len(children) >= 20:
                 self.sampled = [proc_status_extra(child) for child in children[:20]]
             self._stop.wait(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
 
 
 def proc_status_extra(pid: int) -> dict:
