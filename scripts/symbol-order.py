@@ -131,10 +131,10 @@ def main() -> None:
         work = Path(directory)
         # valgrind 3.19 cannot read DWARF 5: a copy without debug information (the symbol table stays).
         stripped = work / "sandboxd"
-        subprocess.run(["strip", "--strip-debug", "-o", str(stripped), str(binary)], check=True)
+        subprocess.run(["strip", "--strip-debug", "-o", str(stripped), str(binary)], check=True, timeout=120)
         defined = set()
         for line in subprocess.run(["nm", "--defined-only", str(stripped)], capture_output=True, text=True,
-                                   check=True).stdout.splitlines():
+                                   check=True, timeout=120).stdout.splitlines():
             fields = line.split()
             if len(fields) == 3 and fields[1] in "tTwW":
                 defined.add(fields[2])

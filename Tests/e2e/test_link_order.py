@@ -19,7 +19,7 @@ def test_the_binary_starts_its_text_with_the_listed_functions():
     listed = listed_functions()
     assert len(listed) > 1000, "symbol-order.txt lists too few functions: regenerate it (make symbol-order)"
     addresses = {}
-    for line in subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True,
+    for line in subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True, timeout=60,
                                check=True).stdout.splitlines():
         fields = line.split()
         if len(fields) == 3 and fields[1] in "tT":
