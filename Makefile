@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 PORT ?= 8000
 ROOT ?= $(CURDIR)/sandbox-root
-APT_BUILD := libmicrohttpd-dev pkg-config
+APT_BUILD := libmicrohttpd-dev
 APT_TEST := shellcheck wrk curl procps
 
 .PHONY: run build release deps deps-test test test-swift test-e2e test-container lint format protos symbol-order bench bench-smoke clean

@@ -20,13 +20,15 @@ let package = Package(
     targets: [
         .systemLibrary(
             name: "CMicroHTTPD",
-            pkgConfig: "libmicrohttpd",
             providers: [.apt(["libmicrohttpd-dev"])]
         ),
         .target(name: "CSandboxd"),
         .target(
             name: "SandboxService",
             dependencies: ["CMicroHTTPD", "CSandboxd", .product(name: "Logging", package: "swift-log")],
+            // Debian's static libmicrohttpd: its shared library would load GnuTLS for HTTPS sandboxd never serves
+            // (Sources/CSandboxd/without_tls.c).
+            linkerSettings: [.linkedLibrary(":libmicrohttpd.a")],
             plugins: ["EmbedOpenAPI"]
         ),
         // Build time only: compile API/openapi.json into SandboxService. The plugin lives under Sources/ because the

@@ -100,7 +100,7 @@ if [[ -n ${SANDBOXD_BINARY:-} ]]; then
     binary="${SANDBOXD_BINARY}"
     log "using prebuilt ${binary}"
 else
-    if ! pkg-config --exists libmicrohttpd 2>/dev/null; then
+    if ! dpkg -s libmicrohttpd-dev >/dev/null 2>&1; then
         log "installing libmicrohttpd-dev"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmicrohttpd-dev >/dev/null
     fi
