@@ -75,7 +75,10 @@ final class ProgramLocator: Sendable {
     private func pendingChange() -> Change {
         var change = Change.none
         let ended = UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW)
-        withUnsafeTemporaryAllocation(byteCount: 4096, alignment: MemoryLayout<inotify_event>.alignment) { buffer in
+        // 1 KiB holds at least one event with the longest name (16 + 256 bytes) and stays on the stack: this runs
+        // before every spawn, and a larger temporary buffer was a heap allocation each time (with glibc's
+        // consolidation of its small free chunks for every request of that size).
+        withUnsafeTemporaryAllocation(byteCount: 1024, alignment: MemoryLayout<inotify_event>.alignment) { buffer in
             while let length = try? systemCall({ read(events, buffer.baseAddress, buffer.count) }), length > 0 {
                 var offset = 0
                 while offset < length {
