@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""sandboxd benchmark: sandboxd and this machine's limits for the same work, measured in one run (issue 6).
+"""sandboxd benchmark: sandboxd and this machine's limits for the same work, measured in one run (targets: issues 6,
+11 and 15).
 
     python3 bench/bench.py --bin .build-release/release/sandboxd            # full run (`make bench`)
     python3 bench/bench.py --bin .build-release/release/sandboxd --smoke    # tiny sizes (`make bench-smoke`)
     python3 bench/bench.py --bin .build-release/release/sandboxd --only grpc  # only the gRPC steps
 
-Prints a table (sandboxd, the limit, the ratio sandboxd/limit, issue 6's target, pass/fail) and writes
+Prints a table (sandboxd, the limit, the ratio sandboxd/limit, the issues' target, pass/fail) and writes
 bench/out/results.json and bench/out/chart.png (and scale.png: the scale step against N); a full run also rewrites
 bench/RESULTS.md, bench/RESULTS.png and bench/RESULTS-scale.png.
 A missed target never makes it exit non-zero (it is a benchmark); a step that produced no number does
@@ -2031,7 +2032,7 @@ def chart(rows, path: Path, title: str) -> str | None:
         if row["target"] and row["target"][0] == "ratio>=":
             goal = row["target"][1]
         speed.append((row["metric"], fraction, goal, row["pass"] if goal else None))
-    # Right: share of issue 6's budget each absolute target uses (≤ 1 meets it).
+    # Right: share of its issue's budget each absolute target uses (≤ 1 meets it).
     budget = []
     for row in rows:
         if not row["target"] or row["sandboxd"] is None:
@@ -2058,7 +2059,7 @@ def chart(rows, path: Path, title: str) -> str | None:
             ax.plot([s[2], s[2]], [y - 0.4, y + 0.4], color="black", linewidth=2)
         ax.text((s[1] or 0) + 0.01, y, fmt(s[1]), va="center", fontsize=8)
     ax.axvline(1.0, color="#34495e", linestyle="--", linewidth=1)
-    ax.set_xlabel("sandboxd as a fraction of the machine's limit (1 = limit; black tick = issue 6 target)")
+    ax.set_xlabel("sandboxd as a fraction of the machine's limit (1 = limit; black tick = target)")
     ax.set_title("Speed against the limit, same work, same run")
     ax.tick_params(axis="y", labelsize=8)
     ax = axes[1]
@@ -2070,7 +2071,7 @@ def chart(rows, path: Path, title: str) -> str | None:
     ax.axvline(1.0, color="black", linewidth=1.5)
     ax.set_xscale("log")
     ax.set_xlabel("share of the target's budget used (≤ 1 meets the target; log scale)")
-    ax.set_title("Absolute targets of issue 6")
+    ax.set_title("Absolute targets")
     ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -2199,7 +2200,7 @@ def write_results_md(path: Path, meta: dict, rows, errors, chart_name: str, scal
         "These figures vary by about ±25 % between runs on this machine (more when other work shares its "
         f"{m['nproc']} cores: the 1-minute load average was {m['loadavg_1min_at_start']} at the start of this run, "
         + ", ".join(f"{k} {v}" for k, v in meta["loadavg_1min_at_step_start"].items()) + " at the start of each step)"
-        ": compare within a run. Targets are issue 6's; a missed target is marked, never an error. "
+        ": compare within a run. Targets are issues 6, 11 and 15's; a missed target is marked, never an error. "
         "`make bench` runs it all (about two minutes, one more for the gRPC steps and one and a half for scale); `make bench-smoke` runs the "
         "same steps with tiny sizes and checks only that each produced a number.",
         "",
