@@ -212,6 +212,27 @@ def sandboxd_binary() -> pathlib.Path:
     return pathlib.Path(os.environ.get("SANDBOXD_BIN") or DEFAULT_BIN)
 
 
+@pytest.fixture
+def built_binary() -> pathlib.Path:
+    """The binary under test, for tests that read the file itself (skipped when there is none)."""
+    binary = sandboxd_binary()
+    if not binary.exists():
+        pytest.skip(f"no binary at {binary}")
+    return binary
+
+
+def text_symbols(binary: pathlib.Path) -> dict[str, int]:
+    """The functions defined in `binary`'s text, by name, with their addresses (nm)."""
+    listing = subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+    addresses: dict[str, int] = {}
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1] in "tT":
+            addresses.setdefault(fields[2], int(fields[0], 16))
+    return addresses
+
+
 def launch(
     binary: pathlib.Path,
     root: pathlib.Path,

@@ -1,10 +1,6 @@
 """The link puts the functions of Sources/sandboxd/symbol-order.txt first in the text (the idle-memory figure of
 bench/RESULTS.md depends on it; Package.swift passes the file to lld)."""
-import subprocess
-
-import pytest
-
-from conftest import REPO, sandboxd_binary
+from conftest import REPO, text_symbols
 
 
 def listed_functions() -> list[str]:
@@ -12,23 +8,15 @@ def listed_functions() -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def test_the_binary_starts_its_text_with_the_listed_functions():
-    binary = sandboxd_binary()
-    if not binary.exists():
-        pytest.skip(f"no binary at {binary}")
+def test_the_binary_starts_its_text_with_the_listed_functions(built_binary):
     listed = listed_functions()
     assert len(listed) > 1000, "symbol-order.txt lists too few functions: regenerate it (make symbol-order)"
-    addresses = {}
-    for line in subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True, timeout=60,
-                               check=True).stdout.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and fields[1] in "tT":
-            addresses.setdefault(fields[2], int(fields[0], 16))
+    addresses = text_symbols(built_binary)
     # This project's own functions open the list. Followed, the link puts the first hundred of them within a few
     # hundred KiB of the start of the text (about 200 KiB here, debug or release); unordered, they lie where their
     # objects fall, several MiB in, after the packages' code.
     ours = [name for name in listed if name.startswith("$s14SandboxService") and name in addresses][:100]
-    assert len(ours) >= 50, f"only {len(ours)} of the listed SandboxService functions are in {binary}"
+    assert len(ours) >= 50, f"only {len(ours)} of the listed SandboxService functions are in {built_binary}"
     text_start = min(addresses.values())
     farthest = max(addresses[name] for name in ours) - text_start
     assert farthest < 1 << 20, (f"a listed function lies {farthest // 1024} KiB into the text: the link did not "

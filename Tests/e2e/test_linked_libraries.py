@@ -3,9 +3,7 @@ libmicrohttpd would bring GnuTLS and eight libraries beneath it into every serve
 of an idle server's memory; Sources/CSandboxd/without_tls.c, README "Decisions")."""
 import subprocess
 
-import pytest
-
-from conftest import sandboxd_binary
+from conftest import text_symbols
 
 # GnuTLS and what it loads, as Debian's libmicrohttpd12 brings them.
 TLS_LIBRARIES = ("libgnutls", "libnettle", "libhogweed", "libgmp", "libp11-kit", "libtasn1", "libidn2", "libunistring")
@@ -17,14 +15,9 @@ def loaded_libraries(binary) -> list[str]:
     return [line.split()[0] for line in listing.splitlines() if line.strip()]
 
 
-def test_the_binary_loads_no_libmicrohttpd_and_no_tls_library():
-    binary = sandboxd_binary()
-    if not binary.exists():
-        pytest.skip(f"no binary at {binary}")
-    loaded = loaded_libraries(binary)
+def test_the_binary_loads_no_libmicrohttpd_and_no_tls_library(built_binary):
+    loaded = loaded_libraries(built_binary)
     assert any(name.startswith("libc.so") for name in loaded), loaded
     unwanted = [name for name in loaded if "microhttpd" in name or name.startswith(TLS_LIBRARIES)]
     assert not unwanted, f"sandboxd loads {unwanted}"
-    symbols = subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True, timeout=60,
-                             check=True).stdout
-    assert " MHD_start_daemon\n" in symbols, "libmicrohttpd is not linked into the binary"
+    assert "MHD_start_daemon" in text_symbols(built_binary), "libmicrohttpd is not linked into the binary"
